@@ -1,0 +1,230 @@
+"""The run directory: the one interface between pipeline stages.
+
+Every artifact a stage writes has its path spelled here, so notebooks, the report and tests agree on it,
+and a run can be resumed, re-rendered or audited from its files alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+VARIANTS = ("fp32", "int8-torch", "onnx-fp32", "onnx-int8")
+
+# Columns of results.csv, in order. Accuracy-like columns are fractions in [0, 1]; latency in ms.
+RESULT_COLUMNS = (
+    "model",
+    "variant",
+    "status",
+    "weights",
+    "strategy",
+    "accuracy",
+    "accuracy_tta",
+    "macro_f1",
+    "macro_f1_tta",
+    "roc_auc",
+    "latency_ms_b1",
+    "latency_p90_ms_b1",
+    "throughput_ips",
+    "params",
+    "trainable_params",
+    "macs",
+    "size_mb",
+    "peak_mem_mb",
+    "train_seconds",
+)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    """A short, order-independent fingerprint of a stage's parameters (for resume)."""
+    blob = json.dumps(params, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write JSON atomically (write to a temp file, then rename), so a killed run leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+class RunDir:
+    """Paths and small I/O helpers for one run directory."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    # -- top-level files -------------------------------------------------------------------------------
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def splits_csv(self) -> Path:
+        return self.root / "splits.csv"
+
+    @property
+    def data_summary_json(self) -> Path:
+        return self.root / "data_summary.json"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def benchmark_json(self) -> Path:
+        return self.root / "benchmark.json"
+
+    @property
+    def quantization_json(self) -> Path:
+        return self.root / "quantization.json"
+
+    @property
+    def results_csv(self) -> Path:
+        return self.root / "results.csv"
+
+    @property
+    def results_md(self) -> Path:
+        return self.root / "results.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def notebooks_dir(self) -> Path:
+        return self.root / "notebooks"
+
+    @property
+    def stages_dir(self) -> Path:
+        return self.root / ".stages"
+
+    def executed_notebook(self, stage: str, model: str | None = None) -> Path:
+        name = f"{stage}-{model}.ipynb" if model else f"{stage}.ipynb"
+        return self.notebooks_dir / name
+
+    # -- per-model files -------------------------------------------------------------------------------
+    def model_dir(self, model: str) -> Path:
+        return self.root / "models" / model
+
+    def checkpoint(self, model: str) -> Path:
+        return self.model_dir(model) / "checkpoint.pt"
+
+    def history_json(self, model: str) -> Path:
+        return self.model_dir(model) / "history.json"
+
+    def train_json(self, model: str) -> Path:
+        return self.model_dir(model) / "train.json"
+
+    def predictions(self, model: str, variant: str = "fp32") -> Path:
+        return self.model_dir(model) / f"predictions-{variant}.npz"
+
+    def onnx_fp32(self, model: str) -> Path:
+        return self.model_dir(model) / "model.onnx"
+
+    def onnx_int8(self, model: str) -> Path:
+        return self.model_dir(model) / "model.int8.onnx"
+
+    def torch_int8(self, model: str) -> Path:
+        return self.model_dir(model) / "model.int8.pt2"
+
+    def trained_models(self) -> list[str]:
+        """Models whose training finished (a train.json with status ok), in name order."""
+        found = []
+        for path in sorted((self.root / "models").glob("*/train.json")):
+            if read_json(path).get("status") == "ok":
+                found.append(path.parent.name)
+        return found
+
+    # -- completion markers (resume) -------------------------------------------------------------------
+    def _marker(self, stage: str) -> Path:
+        return self.stages_dir / f"{stage}.json"
+
+    def stage_done(self, stage: str, params: dict[str, Any]) -> bool:
+        marker = self._marker(stage)
+        return marker.exists() and read_json(marker).get("params_hash") == params_hash(params)
+
+    def mark_stage_done(self, stage: str, params: dict[str, Any], seconds: float) -> None:
+        record = {"params_hash": params_hash(params), "seconds": round(seconds, 2), "at": now_iso()}
+        write_json(self._marker(stage), record)
+
+    def clear_stage(self, stage: str) -> None:
+        self._marker(stage).unlink(missing_ok=True)
+
+    def stage_records(self) -> dict[str, dict[str, Any]]:
+        return {p.stem: read_json(p) for p in sorted(self.stages_dir.glob("*.json"))}
+
+    # -- results.csv -----------------------------------------------------------------------------------
+    def read_results(self) -> list[dict[str, str]]:
+        if not self.results_csv.exists():
+            return []
+        with self.results_csv.open(newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    def upsert_results(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Merge rows into results.csv keyed by (model, variant); given columns replace old values."""
+        table = {(r["model"], r["variant"]): r for r in self.read_results()}
+        for row in rows:
+            unknown = set(row) - set(RESULT_COLUMNS)
+            if unknown:
+                raise ValueError(f"unknown results.csv columns {sorted(unknown)}; known: {RESULT_COLUMNS}")
+            if row.get("variant") not in VARIANTS:
+                raise ValueError(f"variant must be one of {VARIANTS}, got {row.get('variant')!r}")
+            key = (row["model"], row["variant"])
+            merged = dict(table.get(key, {}))
+            merged.update({k: _format_cell(v) for k, v in row.items()})
+            table[key] = merged
+        order = {v: i for i, v in enumerate(VARIANTS)}
+        ordered = sorted(table.values(), key=lambda r: (r["model"], order[r["variant"]]))
+        tmp = self.results_csv.with_suffix(".csv.tmp")
+        self.root.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS)
+            writer.writeheader()
+            for r in ordered:
+                writer.writerow({c: r.get(c, "") for c in RESULT_COLUMNS})
+        os.replace(tmp, self.results_csv)
+
+
+def _format_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else f"{value:.6g}"
+    if hasattr(value, "item") and callable(value.item):
+        return _format_cell(value.item())
+    return str(value)
