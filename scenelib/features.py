@@ -1,0 +1,107 @@
+"""The feature cache: run the frozen prefix of a model once per image view, keep the outputs in fp16.
+
+Training then only runs the trainable suffix, so a partial fine-tune costs seconds per epoch on a CPU.
+The prefix runs in ONNX Runtime, which on a small x86 CPU is several times faster than eager PyTorch for
+these convolution stacks (it falls back to PyTorch, channels-last, if the export fails).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .transforms import View, normalize
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def torch_runner(module: nn.Module) -> Runner:
+    module = module.eval().to(memory_format=torch.channels_last)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x).contiguous(memory_format=torch.channels_last)).numpy()
+
+    return run
+
+
+def onnx_bytes(module: nn.Module, size: int, input_channels: int = 3) -> bytes:
+    """Export a module to ONNX in memory, with a dynamic batch axis."""
+    buffer = io.BytesIO()
+    example = torch.randn(1, input_channels, size, size)
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter is deprecated in favour of the dynamo one, which needs onnxscript
+        # and is much slower to run; the exported graph is checked against PyTorch by the callers.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        torch.onnx.export(
+            module.eval(),
+            example,
+            buffer,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    return buffer.getvalue()
+
+
+def ort_session(model: bytes | str, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_runner(module: nn.Module, size: int, threads: int) -> Runner:
+    session = ort_session(onnx_bytes(module, size), threads)
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def make_runner(
+    module: nn.Module, size: int, threads: int | None = None, engine: str = "onnx"
+) -> tuple[Runner, str]:
+    """A fast inference function for the frozen prefix; returns (runner, engine actually used)."""
+    threads = threads or torch.get_num_threads()
+    if engine == "onnx":
+        try:
+            return onnx_runner(module, size, threads), "onnxruntime"
+        except Exception as exc:  # an op the exporter does not support: PyTorch still works
+            warnings.warn(f"ONNX export of the frozen prefix failed ({exc}); using PyTorch", stacklevel=2)
+    return torch_runner(module), "torch"
+
+
+def extract_views(
+    runner: Runner,
+    images: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    views: Sequence[View],
+    batch_size: int = 16,
+    desc: str = "features",
+) -> torch.Tensor:
+    """Run ``runner`` over every view of every image -> fp16 tensor [V, N, ...]."""
+    out: torch.Tensor | None = None
+    total = len(views) * len(images)
+    with tqdm(total=total, desc=desc, unit="img", mininterval=2.0, leave=False) as bar:
+        for v, view in enumerate(views):
+            for start in range(0, len(images), batch_size):
+                batch = normalize(view(images[start : start + batch_size]), mean, std).contiguous()
+                feats = torch.from_numpy(runner(batch.numpy())).to(torch.float16)
+                if out is None:
+                    out = torch.empty((len(views), len(images), *feats.shape[1:]), dtype=torch.float16)
+                out[v, start : start + len(batch)] = feats
+                bar.update(len(batch))
+    assert out is not None, "no images to extract features from"
+    return out

@@ -1,0 +1,164 @@
+"""INT8 post-training quantization and ONNX deployment of a trained model.
+
+Variants (``rundir.VARIANTS``): ``fp32`` (eager PyTorch), ``int8-torch``, ``onnx-fp32``, ``onnx-int8``.
+
+PyTorch INT8 uses FX graph mode static PTQ (``torch.ao.quantization.quantize_fx``, x86 backend). Why not
+PT2E: in PyTorch 2.14 the PT2E quantizers live in the separate ``torchao`` package, and a converted PT2E
+graph is only fast after ``torch.compile``, which costs minutes per model on a 2-core CPU and a C++
+toolchain at deployment. The FX result runs eagerly on fbgemm/x86 INT8 kernels and reloads as TorchScript.
+FX mode is deprecated upstream and says so in a warning, which is recorded, not hidden.
+
+ONNX Runtime INT8 is static QDQ quantization with per-channel weights, calibrated on the same training
+images (never the test set). Both are calibrated on ``n_calibration`` training images.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .features import onnx_bytes, ort_session
+
+ONNX_TOLERANCE = 1e-3  # max |logit difference| allowed between PyTorch and ONNX Runtime fp32
+
+
+class ExportMismatchError(RuntimeError):
+    """ONNX Runtime's fp32 output differs from PyTorch's beyond the tolerance."""
+
+
+# -- ONNX ----------------------------------------------------------------------------------------------------
+def export_onnx(model: nn.Module, size: int, path: Path, check_inputs: np.ndarray, threads: int = 1) -> float:
+    """Export with a dynamic batch axis, check the graph, compare with PyTorch; returns max |diff|."""
+    import onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(onnx_bytes(model, size))
+    onnx.checker.check_model(str(path))
+    session = ort_session(str(path), threads)
+    with torch.inference_mode():
+        expected = model.eval()(torch.from_numpy(check_inputs)).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: check_inputs})[0]
+    diff = float(np.abs(expected - got).max())
+    if diff > ONNX_TOLERANCE * max(1.0, float(np.abs(expected).max())):
+        raise ExportMismatchError(
+            f"ONNX Runtime differs from PyTorch by {diff:.3g} (tolerance {ONNX_TOLERANCE})"
+        )
+    return diff
+
+
+class _Calibration:
+    """onnxruntime CalibrationDataReader over a float32 array of normalised images."""
+
+    def __init__(self, images: np.ndarray, input_name: str, batch_size: int = 16) -> None:
+        self._batches = iter([images[i : i + batch_size] for i in range(0, len(images), batch_size)])
+        self._name = input_name
+
+    def get_next(self):
+        batch = next(self._batches, None)
+        return None if batch is None else {self._name: batch}
+
+
+def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
+    """Static INT8 (QDQ, per-channel weights, symmetric int8 weights / uint8 activations)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = int8_path.with_suffix(".prep.onnx")
+    quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    try:
+        quantize_static(
+            str(prepared),
+            str(int8_path),
+            _Calibration(calibration, "input"),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
+
+
+# -- PyTorch ---------------------------------------------------------------------------------------------
+def freeze_same_padding(model: nn.Module, size: int) -> nn.Module:
+    """Replace TensorFlow-style dynamic 'same' convolutions (timm ``Conv2dSame``) by a fixed ZeroPad2d + Conv2d
+    for one input size, so FX can trace them (their padding is computed from the input shape at run time)."""
+    dynamic = {name: m for name, m in model.named_modules() if type(m).__name__ == "Conv2dSame"}
+    if not dynamic:
+        return model
+    shapes: dict[str, tuple[int, int]] = {}
+    hooks = [
+        m.register_forward_pre_hook(lambda m, a, n=n: shapes.__setitem__(n, a[0].shape[-2:]))
+        for n, m in dynamic.items()
+    ]
+    with torch.inference_mode():
+        model.eval()(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    for name, conv in dynamic.items():
+        pads = []
+        for dim in (1, 0):  # ZeroPad2d takes (left, right, top, bottom)
+            i, k, s, d = shapes[name][dim], conv.kernel_size[dim], conv.stride[dim], conv.dilation[dim]
+            total = max((math.ceil(i / s) - 1) * s + (k - 1) * d + 1 - i, 0)
+            pads += [total // 2, total - total // 2]
+        plain = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            0,
+            conv.dilation,
+            conv.groups,
+            conv.bias is not None,
+        )
+        plain.load_state_dict(conv.state_dict())
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, nn.Sequential(nn.ZeroPad2d(tuple(pads)), plain))
+    return model
+
+
+def quantize_torch(model: nn.Module, size: int, calibration: torch.Tensor) -> tuple[nn.Module, list[str]]:
+    """FX static PTQ for x86; returns the INT8 model and the warnings PyTorch raised on the way."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.backends.quantized.engine = "x86"
+    float_model = freeze_same_padding(copy.deepcopy(model).eval(), size)
+    example = (calibration[:1],)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prepared = prepare_fx(float_model, get_default_qconfig_mapping("x86"), example)
+        with torch.inference_mode():
+            for i in range(0, len(calibration), 16):
+                prepared(calibration[i : i + 16])
+        quantized = convert_fx(prepared)
+    notes = sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught})
+    return quantized.eval(), notes
+
+
+def save_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """TorchScript keeps the quantized graph and its packed weights in one file that reloads with
+    ``torch.jit.load`` (no Python class definitions needed)."""
+    with torch.inference_mode():
+        scripted = torch.jit.freeze(torch.jit.trace(model, example).eval())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(scripted, str(path))
+
+
+def quantized_layers(model: nn.Module) -> dict[str, int]:
+    """How many modules of each kind the converted model holds (quantized vs float), for the notebook."""
+    counts: dict[str, int] = {}
+    for m in model.modules():
+        if len(list(m.children())) == 0:
+            kind = type(m).__module__.split(".")
+            key = ("int8 " if "quantized" in kind else "fp32 ") + type(m).__name__
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))

