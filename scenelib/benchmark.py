@@ -106,15 +106,36 @@ def file_mb(path: str | os.PathLike) -> float:
     return os.path.getsize(path) / 1e6
 
 
-def peak_activation_mb(model: nn.Module, x: torch.Tensor) -> float:
-    """Peak memory allocated during one forward pass, beyond the weights (PyTorch's memory profiler)."""
-    from torch.profiler import ProfilerActivity, profile
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
-    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+
+def peak_activation_mb(model: nn.Module, x: torch.Tensor) -> float | None:
+    """Memory the process grows by during one forward pass (activations and workspace), in MB.
+
+    Linux: reset the peak-RSS counter (``/proc/self/clear_refs``), run, read ``VmHWM``. None elsewhere.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return None
+    with torch.inference_mode():
+        model.eval()(x)  # warm-up: first-call allocations are not inference memory
+    before = _status_kb("VmRSS")
+    with torch.inference_mode():
         model.eval()(x)
-    events = sorted((e for e in prof.events() if e.cpu_memory_usage), key=lambda e: e.time_range.start)
-    usage = np.cumsum([e.cpu_memory_usage for e in events]) if events else np.zeros(1)
-    return float(max(usage.max(), 0)) / 1e6
+    peak = _status_kb("VmHWM")
+    if before is None or peak is None:
+        return None
+    return max(peak - before, 0) / 1e3
 
 
 def cpu_name() -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -125,23 +124,18 @@ def freeze_same_padding(model: nn.Module, size: int) -> nn.Module:
     return model
 
 
-def quantize_torch(model: nn.Module, size: int, calibration: torch.Tensor) -> tuple[nn.Module, list[str]]:
-    """FX static PTQ for x86; returns the INT8 model and the warnings PyTorch raised on the way."""
+def quantize_torch(model: nn.Module, size: int, calibration: torch.Tensor) -> nn.Module:
+    """FX static PTQ for x86, calibrated on ``calibration`` (normalised images)."""
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     torch.backends.quantized.engine = "x86"
     float_model = freeze_same_padding(copy.deepcopy(model).eval(), size)
-    example = (calibration[:1],)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        prepared = prepare_fx(float_model, get_default_qconfig_mapping("x86"), example)
-        with torch.inference_mode():
-            for i in range(0, len(calibration), 16):
-                prepared(calibration[i : i + 16])
-        quantized = convert_fx(prepared)
-    notes = sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught})
-    return quantized.eval(), notes
+    prepared = prepare_fx(float_model, get_default_qconfig_mapping("x86"), (calibration[:1],))
+    with torch.inference_mode():
+        for i in range(0, len(calibration), 16):
+            prepared(calibration[i : i + 16])
+    return convert_fx(prepared).eval()
 
 
 def save_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:

@@ -102,8 +102,9 @@ class RunDir:
         return self.root / "data_summary.json"
 
     @property
-    def figures_dir(self) -> Path:
-        return self.root / "figures"
+    def integrity_csv(self) -> Path:
+        """One row per image file: readable?, mode, size, pixel hash, channel statistics."""
+        return self.root / "integrity.csv"
 
     @property
     def benchmark_json(self) -> Path:
@@ -160,7 +161,7 @@ class RunDir:
         return self.model_dir(model) / "model.int8.onnx"
 
     def torch_int8(self, model: str) -> Path:
-        return self.model_dir(model) / "model.int8.pt2"
+        return self.model_dir(model) / "model.int8.torchscript.pt"
 
     def trained_models(self) -> list[str]:
         """Models whose training finished (a train.json with status ok), in name order."""

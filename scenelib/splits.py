@@ -39,12 +39,15 @@ def check_split_preset(preset: str, dataset: SceneDataset | None = None) -> None
         raise ValueError(f"dataset {dataset.name!r} has no official split; use 70/30 or 80/10/10")
 
 
-def _stratified(
-    items: list[int], labels: list[int], test_size: float, seed: int
-) -> tuple[list[int], list[int]]:
-    if test_size <= 0:
+def _stratified(items: list[int], labels: list[int], test_size: float, seed: int) -> tuple[list[int], list[int]]:
+    """Stratified split; on small data every class still gets at least one item on each side."""
+    if test_size <= 0 or not items:
         return list(items), []
-    first, second = train_test_split(items, test_size=test_size, stratify=labels, random_state=seed)
+    n_classes = len(set(labels))
+    n_second = min(max(round(test_size * len(items)), n_classes), len(items) - n_classes)
+    if n_second <= 0 or min(labels.count(c) for c in set(labels)) < 2:
+        raise ValueError(f"too few images to split: {len(items)} images in {n_classes} classes")
+    first, second = train_test_split(items, test_size=n_second, stratify=labels, random_state=seed)
     return sorted(first), sorted(second)
 
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .features import extract_views, make_runner
 from .models import AUX_LOSS_WEIGHT, STRATEGIES, HeadConfig, ModelSpec, SceneClassifier

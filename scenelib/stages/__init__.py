@@ -1,0 +1,1 @@
+"""One module per notebook: what ``notebooks/NN_*.py`` calls, so the notebooks stay a readable narrative."""

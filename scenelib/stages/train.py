@@ -1,0 +1,120 @@
+"""Stage 02: train one model on the manifest's splits and save everything the later stages read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..evaluation import Predictions, accuracy_and_f1
+from ..models import check_model_name, save_checkpoint, to_scene_classifier
+from ..rundir import RunDir, write_json
+from ..splits import class_names, read_manifest, split_rows
+from ..training import SplitData, TrainConfig, TrainResult, train_model
+from ..transforms import decode_images
+from ..weights import WeightsInfo, load_pretrained
+
+
+@dataclass
+class TrainingOutcome:
+    model_name: str
+    result: TrainResult
+    weights: WeightsInfo
+    predictions: Predictions
+    summary: dict  # what train.json holds
+
+
+def load_split(run: RunDir, split: str, size: int) -> tuple[SplitData, list[str]]:
+    """Decode one split of the manifest at ``size`` px; returns the data and the image paths."""
+    rows = split_rows(read_manifest(run.splits_csv), split)
+    images = decode_images([r.path for r in rows], size)
+    return SplitData(images, torch.tensor([r.label for r in rows], dtype=torch.long)), [r.path for r in rows]
+
+
+def resolve_strategy(strategy: str, weights: str, default: str) -> str:
+    if strategy != "auto":
+        return strategy
+    return "scratch" if weights == "none" else default
+
+
+def train_stage(
+    run: RunDir,
+    model_name: str,
+    strategy: str = "auto",
+    weights: str = "auto",
+    epochs: int = 8,
+    lr: float = 1e-3,
+    batch_size: int = 32,
+    augmentation: str = "aerial",
+    tta: bool = True,
+    seed: int = 0,
+    threads: int | None = None,
+) -> TrainingOutcome:
+    if threads:
+        torch.set_num_threads(threads)
+    spec = check_model_name(model_name)
+    strategy = resolve_strategy(strategy, weights, spec.default_strategy)
+    cfg = TrainConfig(strategy=strategy, epochs=epochs, lr=lr, batch_size=batch_size, augmentation=augmentation,
+                      tta=tta, seed=seed)
+    cfg.check()
+    arch, info = load_pretrained(spec, "none" if strategy == "scratch" else weights)
+    classes = class_names(read_manifest(run.splits_csv))
+    model = to_scene_classifier(spec, arch, len(classes), cfg.head)
+    splits = {s: load_split(run, s, spec.input_size) for s in ("train", "val", "test")}
+    result = train_model(model, spec, info.mean, info.std, splits["train"][0], splits["val"][0],
+                         splits["test"][0], len(classes), cfg)
+    test_data, test_paths = splits["test"]
+    predictions = Predictions(result.test_probs, test_data.labels.numpy(), np.asarray(test_paths), classes)
+    predictions.save(run.predictions(model_name, "fp32"))
+    save_checkpoint(run.checkpoint(model_name), result.model, model_name, classes, cfg.head, spec.input_size,
+                    info.mean, info.std)
+    write_json(run.history_json(model_name), result.history)
+    return TrainingOutcome(model_name, result, info, predictions, _summarize(run, model_name, cfg, info, result,
+                                                                              predictions, spec.input_size))
+
+
+def _summarize(run: RunDir, name: str, cfg: TrainConfig, info: WeightsInfo, result: TrainResult,
+               pred: Predictions, size: int) -> dict:
+    acc, f1 = accuracy_and_f1(pred.single, pred.labels)
+    acc_tta, f1_tta = accuracy_and_f1(pred.tta, pred.labels) if pred.tta is not None else (None, None)
+    best = result.history[result.best_epoch - 1]
+    summary = {
+        "model": name,
+        "status": "ok",
+        "strategy": cfg.strategy,
+        "weights": info.label,
+        "weights_source": info.source,
+        "weights_file": info.file,
+        "weights_sha256": info.sha256,
+        "weights_claimed_top1": info.claimed_top1,
+        "weights_top1_note": info.top1_note,
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "input_size": size,
+        "frozen_blocks": result.cut,
+        "total_blocks": len(result.model.blocks),
+        "cache_engine": result.cache_engine,
+        "cache_seconds": round(result.cache_seconds, 1),
+        "train_seconds": round(result.train_seconds, 1),
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "val_accuracy": best["val_accuracy"],
+        "train_accuracy": best["train_accuracy"],
+        "test_accuracy": acc,
+        "test_macro_f1": f1,
+        "test_accuracy_tta": acc_tta,
+        "test_macro_f1_tta": f1_tta,
+        "tta_views": len(pred.probs),
+        "params": sum(p.numel() for p in result.model.parameters()),
+        "trainable_params": result.trainable_params,
+        "config": cfg.as_dict(),
+    }
+    write_json(run.train_json(name), summary)
+    run.upsert_results([{
+        "model": name, "variant": "fp32", "status": "ok", "weights": info.label, "strategy": cfg.strategy,
+        "accuracy": acc, "accuracy_tta": acc_tta, "macro_f1": f1, "macro_f1_tta": f1_tta,
+        "params": summary["params"], "trainable_params": result.trainable_params,
+        "train_seconds": summary["train_seconds"],
+    }])
+    return summary
