@@ -196,7 +196,10 @@ class Runner:
         elapsed = time.perf_counter() - self.t0
         print(f"[{elapsed / 60:5.1f} min] {msg}", flush=True)
 
-    def stage(self, stage: str, params: dict, inputs: str, model: str | None = None) -> StageOutcome:
+    def stage(
+        self, stage: str, params: dict, inputs: str, model: str | None = None, skip_on: str | None = None
+    ) -> StageOutcome:
+        """Run (or, on --resume, skip) one notebook. An error named ``skip_on`` counts as 'skipped'."""
         key = f"{stage}-{model}" if model else stage
         marker = {**params, "_inputs": inputs}
         label = f"{stage} {model}" if model else stage
@@ -213,12 +216,12 @@ class Runner:
             status = "ok"
         except Exception as exc:
             name, msg = describe_failure(exc)
-            status = f"failed: {name}: {msg}"
+            status = f"{'skipped' if name == skip_on else 'failed'}: {name}: {msg}"
         seconds = time.perf_counter() - start
         if status == "ok":
             self.run.mark_stage_done(key, marker, seconds)
         self.log(f"{label}: {status} ({seconds:.0f} s)")
-        if status != "ok":
+        if status.startswith("failed"):
             print(f"    see {self.run.executed_notebook(stage, model)}", flush=True)
         outcome = StageOutcome(key, status, seconds)
         self.outcomes.append(outcome)
@@ -293,8 +296,8 @@ def run_pipeline(cfg: RunConfig) -> int:
             **common, "dataset": cfg.dataset, "model_name": model, "strategy": cfg.strategy,
             "weights": cfg.weights, "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
             "augmentation": augmentation, "tta": cfg.tta, "explicit": cfg.explicit_models,
-        }, inputs=manifest, model=model)
-        failed |= record_training_outcome(run, model, outcome, cfg.explicit_models)
+        }, inputs=manifest, model=model, skip_on=None if cfg.explicit_models else "WeightsUnavailableError")
+        failed |= record_training_outcome(run, model, outcome)
     trained = _fingerprint([run.train_json(m) for m in cfg.models])
     quick = {"quick": cfg.quick}
     for stage, params in (
@@ -312,20 +315,17 @@ def run_pipeline(cfg: RunConfig) -> int:
     return 1 if failed else 0
 
 
-def record_training_outcome(run: RunDir, model: str, outcome: StageOutcome, explicit: bool) -> bool:
-    """Turn a failed training notebook into a results.csv row; returns True if it counts as a failure.
+def record_training_outcome(run: RunDir, model: str, outcome: StageOutcome) -> bool:
+    """Turn a training notebook that did not finish into a results.csv row; True if it is a failure.
 
     Missing pretrained weights for a model of the default set is 'skipped' (not a failure): the run goes on
     with the models that can be trained here.
     """
-    if not outcome.status.startswith("failed"):
+    if not outcome.status.startswith(("failed", "skipped")):
         return False
-    reason = outcome.status.removeprefix("failed: ")
-    skipped = reason.startswith("WeightsUnavailableError") and not explicit
-    status = f"skipped: {reason}" if skipped else f"failed: {reason}"
-    write_json(run.train_json(model), {"model": model, "status": status})
-    run.upsert_results([{"model": model, "variant": "fp32", "status": status}])
-    return not skipped
+    write_json(run.train_json(model), {"model": model, "status": outcome.status})
+    run.upsert_results([{"model": model, "variant": "fp32", "status": outcome.status}])
+    return outcome.status.startswith("failed")
 
 
 def render_report(run: RunDir) -> Path:

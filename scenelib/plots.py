@@ -70,6 +70,18 @@ def _message(text: str, title: str) -> Figure:
     return fig
 
 
+def _title(title: str, what: str, detail: str) -> str:
+    """The caller's title, naming the kind of figure once: "resnet50: reliability" is not repeated."""
+    if not title:
+        return f"{what.capitalize()} ({detail})"
+    return f"{title} ({detail})" if what in title.lower() else f"{title} — {what} ({detail})"
+
+
+def _numeric(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Numbers, NaN where missing: frames built from JSON carry None (object columns) for failed variants."""
+    return df.assign(**{c: pd.to_numeric(df[c], errors="coerce") for c in columns if c in df})
+
+
 def model_colors(models: Iterable[str]) -> dict[str, tuple]:
     """One colour per model, assigned by sorted name so a model keeps its colour across figures."""
     names = sorted(set(models))
@@ -138,23 +150,31 @@ def class_counts(counts: dict[str, int]) -> Figure:
 
 def sample_grid(examples: dict[str, list[str | Path]], per_class: int = 3, thumb: int = 96) -> Figure:
     """A few images of every class: one axes per class holding a strip of thumbnails, 4 strips a row."""
-    names = sorted(examples)
-    if not names:
+    if not examples:
         return _message("No images", "Example images per class")
-    ncols = min(len(names), max(1, 12 // per_class))
-    nrows = math.ceil(len(names) / ncols)
-    tile = min(MAX_WIDTH / (ncols * per_class), 1.6)
-    fig = _figure(tile * ncols * per_class, nrows * (tile + 0.3) + 0.4)
     gap = np.full((thumb, max(thumb // 24, 2), 3), 255, dtype=np.uint8)
-    for i, name in enumerate(names):
+    strips = []
+    for name in sorted(examples):
         tiles = [_thumbnail(p, thumb) for p in list(examples[name])[:per_class]]
         tiles += [np.full((thumb, thumb, 3), 255, dtype=np.uint8)] * (per_class - len(tiles))
-        strip = np.concatenate([part for t in tiles for part in (t, gap)][:-1], axis=1)
+        strips.append(np.concatenate([part for t in tiles for part in (t, gap)][:-1], axis=1))
+    ncols = min(len(strips), max(1, 12 // per_class))
+    titles = sorted(examples)
+    return _image_grid(strips, titles, ncols, per_class, 1.6, f"Example images, {per_class} per class")
+
+
+def _image_grid(images: list, titles: list[str], ncols: int, wide: int, most: float, title: str) -> Figure:
+    """One axes per image (``wide`` thumbnails across), in rows of ``ncols``, as wide as the report allows."""
+    nrows = math.ceil(len(images) / ncols)
+    tile = min(MAX_WIDTH / (ncols * wide), most)
+    lines = max(t.count("\n") + 1 for t in titles)
+    fig = _figure(tile * ncols * wide, nrows * (tile + 0.2 + 0.15 * lines) + 0.4)
+    for i, (image, name) in enumerate(zip(images, titles, strict=True)):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        ax.imshow(strip)
+        ax.imshow(image)
         ax.set_axis_off()
-        ax.set_title(name, fontsize=9)
-    fig.suptitle(f"Example images, {per_class} per class")
+        ax.set_title(name, fontsize=9 if lines == 1 else 8)
+    fig.suptitle(title)
     return fig
 
 
@@ -230,11 +250,8 @@ def training_curves(histories: dict[str, list[dict]], best_epochs: dict[str, int
     for ax in (loss_ax, acc_ax):
         ax.xaxis.get_major_locator().set_params(integer=True)
     handles = [Line2D([], [], color=c, lw=2, label=m) for m, c in colors.items()]
-    handles += [
-        Line2D([], [], color="grey", ls="--", label="train"),
-        Line2D([], [], color="grey", ls="-", label="validation"),
-        Line2D([], [], color="grey", marker="o", ls="", mec="black", label="best epoch"),
-    ]
+    styles = (("--", "", "train"), ("-", "", "validation"), ("", "o", "best epoch"))
+    handles += [Line2D([], [], color="grey", ls=ls, marker=m, mec="black", label=t) for ls, m, t in styles]
     fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     fig.suptitle("Training curves")
     return fig
@@ -268,7 +285,7 @@ def confusion_matrix(
     ax.tick_params(labelsize=8 if n <= 10 else 7)
     ax.set(xlabel="predicted class", ylabel="true class")
     kind = "row-normalised, % of true class" if normalize else "counts"
-    ax.set_title(f"{title} — confusion matrix ({kind})" if title else f"Confusion matrix ({kind})")
+    ax.set_title(title if "confusion" in title.lower() else _title(title, "confusion matrix", kind))
     return fig
 
 
@@ -299,7 +316,7 @@ def reliability_diagram(bins: list[dict], ece: float, title: str = "") -> Figure
     top.bar(lo, conf - acc, bottom=acc, width=width, align="edge", label="gap to mean confidence", **gap)
     top.legend(loc="upper left", title=f"ECE = {ece:.2%}", fontsize=8)
     top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy (%)")
-    top.set_title(f"{title} — reliability (ECE {ece:.2%})" if title else f"Reliability (ECE {ece:.2%})")
+    top.set_title(_title(title, "reliability", f"ECE {ece:.2%}"))
     bottom.bar(lo, count, width=width, align="edge", color="grey", edgecolor="black", lw=0.5)
     _log_if_wide(bottom, count, "y")
     bottom.set(xlabel="confidence, top-1 probability (%)", ylabel="images (count)")
@@ -314,17 +331,9 @@ def misclassified_gallery(items: list[dict], columns: int = 6, thumb: int = 128)
     title = "Misclassified test images (true → predicted, confidence)"
     if not items:
         return _message("No misclassified test images", title)
-    ncols = min(columns, len(items))
-    nrows = math.ceil(len(items) / ncols)
-    tile = min(MAX_WIDTH / ncols, 1.8)
-    fig = _figure(tile * ncols, nrows * (tile + 0.45) + 0.4)
-    for i, item in enumerate(items):
-        ax = fig.add_subplot(nrows, ncols, i + 1)
-        ax.imshow(_thumbnail(item["path"], thumb))
-        ax.set_axis_off()
-        ax.set_title(f"{item['true']} →\n{item['predicted']} ({item['confidence']:.0%})", fontsize=8)
-    fig.suptitle(title)
-    return fig
+    images = [_thumbnail(item["path"], thumb) for item in items]
+    titles = [f"{i['true']} →\n{i['predicted']} ({i['confidence']:.0%})" for i in items]
+    return _image_grid(images, titles, min(columns, len(items)), 1, 1.8, title)
 
 
 def _dodge(n: int) -> tuple[np.ndarray, float]:
@@ -335,7 +344,7 @@ def _dodge(n: int) -> tuple[np.ndarray, float]:
 
 def latency(df: pd.DataFrame) -> Figure:
     """Median latency per model and variant with the 90th percentile as whisker (batch 1, CPU)."""
-    data = df.copy()
+    data = _numeric(df, ["median_ms", "p90_ms"])
     note = ""
     if "threads" in data:
         threads = data["threads"].dropna().unique()
@@ -385,7 +394,7 @@ def pareto_front(df: pd.DataFrame, x: str = "latency_ms", y: str = "accuracy") -
 
 def accuracy_vs_latency(df: pd.DataFrame, references: dict[str, float] | None = None) -> Figure:
     """The speed/accuracy trade-off: colour = model, marker = variant, Pareto front as a step line."""
-    data = df.dropna(subset=["accuracy", "latency_ms"])
+    data = _numeric(df, ["accuracy", "latency_ms"]).dropna(subset=["accuracy", "latency_ms"])
     if data.empty:
         return _message("No rows with both accuracy and latency", "Accuracy vs latency")
     colors = model_colors(data["model"])
@@ -422,7 +431,8 @@ def accuracy_vs_latency(df: pd.DataFrame, references: dict[str, float] | None = 
 
 def quantization_before_after(df: pd.DataFrame) -> Figure:
     """Latency and accuracy of each variant side by side per model: the speed-up and what it costs."""
-    data = df.groupby(["model", "variant"], sort=False)[["latency_ms", "accuracy"]].mean()
+    data = _numeric(df, ["latency_ms", "accuracy"]).groupby(["model", "variant"], sort=False)
+    data = data[["latency_ms", "accuracy"]].mean()
     models = list(dict.fromkeys(data.index.get_level_values("model")))
     if not models:
         return _message("No quantization results", "Quantization before and after")

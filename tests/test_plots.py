@@ -23,6 +23,7 @@ CLASSES = ["agricultural", "beach", "forest"]
 def check(fig: Figure, n_axes: int, tmp_path: Path, name: str = "figure") -> None:
     """The figure has the expected axes, fits the report width and renders to a non-empty PNG."""
     assert isinstance(fig, Figure)
+    assert not plt.get_fignums()  # built without pyplot: a notebook shows it once, scripts leak nothing
     assert len(fig.axes) == n_axes
     assert fig.get_figwidth() <= plots.MAX_WIDTH
     path = tmp_path / f"{name}.png"
@@ -115,8 +116,10 @@ def test_confusion_matrix_rows_are_percentages(tmp_path: Path) -> None:
     assert sum(row_percentages(fig, 2)) == pytest.approx(100, abs=1)
     assert row_percentages(fig, 1) == [100.0]  # zeros are hidden
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == CLASSES
+    assert fig.axes[0].get_title() == "resnet50 — confusion matrix (row-normalised, % of true class)"
     check(fig, 2, tmp_path, "normalised")  # heatmap and colour bar
-    counts = plots.confusion_matrix(cm.tolist(), CLASSES, normalize=False)
+    counts = plots.confusion_matrix(cm.tolist(), CLASSES, normalize=False, title="x: confusion matrix")
+    assert counts.axes[0].get_title() == "x: confusion matrix"  # the caller's title is not repeated
     assert row_percentages(counts, 2) == [10.0, 30.0]
     check(counts, 2, tmp_path, "counts")
 
@@ -136,6 +139,7 @@ def test_reliability_diagram(tmp_path: Path) -> None:
     fig = plots.reliability_diagram(bins, ece=0.0312, title="resnet50")
     assert "3.12%" in fig.axes[0].get_title()
     check(fig, 2, tmp_path)
+    assert plots.reliability_diagram([], 0.0).axes[0].get_title() == "Reliability (ECE 0.00%)"
 
 
 def test_misclassified_gallery(tmp_path: Path) -> None:
@@ -196,3 +200,8 @@ def test_quantization_before_after(tmp_path: Path, benchmark: pd.DataFrame) -> N
     assert " ×2.7" in [t.get_text() for t in lat_ax.texts]  # 60 ms / 22 ms
     assert any("(-2.2 pp)" in t.get_text() for t in acc_ax.texts)  # 88.0 % vs 90.2 %
     check(fig, 2, tmp_path)
+    # Frames built from JSON carry None for a failed variant, which makes the column object-typed.
+    from_json = benchmark.astype({"accuracy": object})
+    from_json.loc[3, "accuracy"] = None
+    check(plots.quantization_before_after(from_json), 2, tmp_path, "from_json")
+    check(plots.quantization_before_after(benchmark.iloc[:0]), 1, tmp_path, "empty")

@@ -1,0 +1,53 @@
+"""Shared fixtures: small real image trees on disk and one real end-to-end run of the pipeline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scenelib.datasets import DATA_DIR_ENV
+
+
+def write_image_tree(root: Path, classes: list[str], per_class: int, size: int = 48, seed: int = 0) -> Path:
+    """``root/<class>/<class>NN.png``: noise images whose dominant colour channel encodes the class."""
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            arr = rng.integers(0, 90, (size, size, 3), dtype=np.uint8)
+            arr[..., c % 3] += 140
+            Image.fromarray(arr).save(folder / f"{name}{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    return write_image_tree(tmp_path_factory.mktemp("tiny") / "images", ["alpha", "beta", "gamma"], 10)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_dataset, tmp_path_factory):
+    """run_all.py on the tiny tree: two real models, one epoch, all five notebooks through papermill."""
+    from scenelib.pipeline import main
+    from scenelib.rundir import RunDir
+
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    code = main([
+        "--dataset", "folder", "--data-dir", str(tiny_dataset), "--models", "simple_cnn,mobilenet_v2",
+        "--epochs", "1", "--output", str(out), "--threads", "2", "--calibration-images", "16", "--quick",
+    ])
+    return code, RunDir(out)
+
+
+@pytest.fixture
+def ucmerced_dir() -> Path:
+    """The real UC Merced copy when SCENELIB_DATA_DIR points at it (CI: ../shared/data)."""
+    data = os.environ.get(DATA_DIR_ENV)
+    if not data or not (Path(data) / "UCMerced_LandUse" / "Images").is_dir():
+        pytest.skip("set SCENELIB_DATA_DIR to the folder holding UCMerced_LandUse/")
+    return Path(data)

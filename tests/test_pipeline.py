@@ -1,0 +1,124 @@
+"""End to end: run_all.py through papermill and nbconvert on tiny real data, and its bad-input paths."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import nbformat
+import pandas as pd
+import pytest
+
+from scenelib.pipeline import main, record_training_outcome, StageOutcome
+from scenelib.rundir import RESULT_COLUMNS, VARIANTS, RunDir, read_json
+
+from .conftest import write_image_tree
+
+
+def test_end_to_end_run_directory(tiny_run):
+    code, run = tiny_run
+    assert code == 0
+    results = pd.read_csv(run.results_csv)
+    assert list(results.columns) == list(RESULT_COLUMNS)
+    assert set(zip(results.model, results.variant)) == {(m, v) for m in ("simple_cnn", "mobilenet_v2") for v in VARIANTS}
+    assert (results.status == "ok").all(), results[["model", "variant", "status"]]
+    assert results.accuracy.between(0, 1).all() and results.macro_f1.between(0, 1).all()
+    assert (results.latency_ms_b1 > 0).all()
+    fp32 = results[results.variant == "fp32"].set_index("model")
+    assert fp32.loc["mobilenet_v2", "weights"].startswith(("offline:", "torchvision:"))
+    assert fp32.loc["simple_cnn", "strategy"] == "scratch" and fp32.loc["mobilenet_v2", "strategy"] == "partial"
+    assert (fp32.params > 1e5).all() and (fp32.macs > 1e6).all() and (fp32.size_mb > 0).all()
+
+    info = read_json(run.run_json)
+    for key in ("parameters", "python", "torch", "torchvision", "cpu", "threads", "seed", "start", "end"):
+        assert info[key] not in (None, ""), key
+    assert pd.Timestamp(info["end"]) >= pd.Timestamp(info["start"])
+
+    names = {p.name for p in run.notebooks_dir.glob("*.ipynb")}
+    assert names == {"01_explore_data.ipynb", "02_train_model-simple_cnn.ipynb", "02_train_model-mobilenet_v2.ipynb",
+                     "03_benchmark.ipynb", "04_quantize.ipynb", "05_report.ipynb"}
+    for path in run.notebooks_dir.glob("*.ipynb"):
+        nb = nbformat.read(path, as_version=4)
+        assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
+        assert not [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"], path.name
+
+    for model in ("simple_cnn", "mobilenet_v2"):
+        train = read_json(run.train_json(model))
+        for key in ("weights_source", "weights_sha256", "strategy", "train_seconds", "best_epoch", "test_accuracy"):
+            assert key in train
+        for path in (run.checkpoint(model), run.history_json(model), run.onnx_fp32(model), run.onnx_int8(model),
+                     run.torch_int8(model)):
+            assert path.exists(), path
+    summary = read_json(run.data_summary_json)
+    assert summary["n_images"] == 30 and summary["class_counts"] == {"alpha": 10, "beta": 10, "gamma": 10}
+
+    html = run.report_html.read_text()
+    assert "<table" in html and "mobilenet_v2" in html and "simple_cnn" in html
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
+    assert len(images) >= 6 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
+    assert not re.search(r"<script[^>]+src=\"http", html), "the report must open offline"
+    assert "Traceback" not in html and "Warning" not in html
+    assert run.results_md.read_text().startswith("| model | variant |")
+
+
+def test_resume_skips_finished_work(tiny_run, capsys):
+    code, run = tiny_run
+    before = run.results_csv.read_text()
+    assert main(["--dataset", "folder", "--data-dir", read_json(run.run_json)["parameters"]["data_dir"],
+                 "--models", "simple_cnn,mobilenet_v2", "--epochs", "1", "--output", str(run.root), "--threads", "2",
+                 "--calibration-images", "16", "--quick", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("done in an earlier run, skipped") == 6
+    assert run.results_csv.read_text() == before
+
+
+def test_unknown_names_exit_2_and_write_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--dataset", "nope", "--output", str(out)]) == 2
+    assert "valid names" in capsys.readouterr().err and "ucmerced" not in "" and not out.exists()
+    assert main(["--dataset", "folder", "--data-dir", str(tmp_path), "--models", "resnet9000", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "resnet9000" in err and "mobilenet_v2" in err and not out.exists()
+
+
+def test_missing_dataset_is_one_clear_error(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--dataset", "ucmerced", "--data-dir", str(tmp_path / "nowhere"), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "ucmerced" in err and "nowhere" in err and "Traceback" not in err and not out.exists()
+
+
+def test_existing_output_is_never_overwritten(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    data = write_image_tree(tmp_path / "data", ["a", "b"], 4)
+    assert main(["--dataset", "folder", "--data-dir", str(data), "--output", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err and (out / "mine.txt").read_text() == "keep me"
+
+
+def test_failed_model_is_reported_and_the_run_completes(tmp_path, capsys):
+    data = write_image_tree(tmp_path / "data", ["a", "b", "c"], 8)
+    out = tmp_path / "run"
+    code = main(["--dataset", "folder", "--data-dir", str(data), "--models", "simple_cnn,mobilenet_v2",
+                 "--weights", str(tmp_path / "missing.pth"), "--epochs", "1", "--output", str(out), "--quick",
+                 "--calibration-images", "8"])
+    assert code == 1
+    run = RunDir(out)
+    results = pd.read_csv(run.results_csv)
+    failed = results[(results.model == "mobilenet_v2")]
+    assert len(failed) == 1 and failed.status.iloc[0].startswith("failed: WeightsUnavailableError")
+    assert (results[results.model == "simple_cnn"].status == "ok").all()
+    assert run.report_html.exists() and "failed: WeightsUnavailableError" in run.report_html.read_text()
+    nb = nbformat.read(run.executed_notebook("02_train_model", "mobilenet_v2"), as_version=4)
+    assert any(o.output_type == "error" for c in nb.cells for o in c.get("outputs", []))
+    assert "02_train_model mobilenet_v2: failed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("status", ["skipped: WeightsUnavailableError: none", "failed: RuntimeError: boom"])
+def test_unfinished_training_becomes_a_results_row(tmp_path, status):
+    run = RunDir(tmp_path)
+    outcome = StageOutcome("02_train_model-resnet50", status, 1.0)
+    assert record_training_outcome(run, "resnet50", outcome) is status.startswith("failed")
+    assert run.read_results()[0]["status"] == status
+    assert read_json(run.train_json("resnet50"))["status"] == status

@@ -1,0 +1,98 @@
+"""Training on cached features and on images, and the metrics computed from predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from scenelib.evaluation import Predictions, classification_metrics, expected_calibration_error, misclassified
+from scenelib.models import MODELS, HeadConfig, build_classifier, to_scene_classifier
+from scenelib.training import SplitData, TrainConfig, train_model
+from scenelib.transforms import decode_images, dihedral, views
+from scenelib.weights import load_pretrained
+
+from .conftest import write_image_tree
+
+
+def colour_split(n_per_class: int, size: int, seed: int) -> SplitData:
+    """Images whose dominant channel is the class: learnable in a couple of epochs."""
+    g = torch.Generator().manual_seed(seed)
+    images, labels = [], []
+    for c in range(3):
+        x = torch.randint(0, 90, (n_per_class, 3, size, size), generator=g, dtype=torch.uint8)
+        x[:, c] += 140
+        images.append(x)
+        labels += [c] * n_per_class
+    return SplitData(torch.cat(images), torch.tensor(labels))
+
+
+def test_partial_fine_tune_on_cached_views_learns_and_repeats():
+    spec = MODELS["mobilenet_v2"]
+    arch, info = load_pretrained(spec, "offline")
+    train, val, test = colour_split(8, 64, 0), colour_split(2, 64, 1), colour_split(4, 64, 2)
+    cfg = TrainConfig(strategy="partial", epochs=3, lr=3e-3, batch_size=8, seed=0)
+
+    def run():
+        model = to_scene_classifier(spec, load_pretrained(spec, "offline")[0], 3, HeadConfig())
+        return train_model(model, spec, info.mean, info.std, train, val, test, 3, cfg)
+
+    result = run()
+    assert result.cut == len(result.model.blocks) - spec.trainable_blocks and result.cache_engine == "onnxruntime"
+    assert result.test_probs.shape == (8, 12, 3) and np.allclose(result.test_probs.sum(-1), 1, atol=1e-5)
+    assert len(result.history) == 3 and 1 <= result.best_epoch <= 3
+    assert result.history[result.best_epoch - 1]["val_accuracy"] == max(h["val_accuracy"] for h in result.history)
+    assert (result.test_probs.mean(0).argmax(1) == test.labels.numpy()).mean() >= 0.9
+    assert result.trainable_params < sum(p.numel() for p in result.model.parameters())
+    again = run()
+    assert [h["train_loss"] for h in again.history] == pytest.approx([h["train_loss"] for h in result.history], rel=1e-4)
+
+
+def test_scratch_training_runs_on_images_with_early_stopping():
+    spec = MODELS["simple_cnn"]
+    model = build_classifier("simple_cnn", 3)
+    cfg = TrainConfig(strategy="scratch", epochs=6, patience=1, scheduler="plateau", augmentation="light", tta=False,
+                      batch_size=8, class_weights=True)
+    result = train_model(model, spec, (0.5,) * 3, (0.25,) * 3, colour_split(6, 32, 0), colour_split(2, 32, 1),
+                         colour_split(2, 32, 2), 3, cfg)
+    assert result.cut == 0 and result.cache_engine == "none" and result.test_probs.shape == (1, 6, 3)
+    assert 2 <= len(result.history) <= 6
+
+
+def test_bad_config_is_refused():
+    for bad in (TrainConfig(strategy="everything"), TrainConfig(augmentation="wild"), TrainConfig(epochs=0)):
+        with pytest.raises(ValueError):
+            bad.check()
+
+
+def test_dihedral_views_are_the_eight_symmetries(tmp_path):
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    outs = [dihedral(x, k) for k in range(8)]
+    assert torch.equal(outs[0], x) and len({tuple(o.flatten().tolist()) for o in outs}) == 8
+    assert len(views("aerial", 4)) == 8 and len(views("light", 4)) == 2 and len(views("none", 4)) == 1
+    seeded = views("seed", 16, seed=1)
+    img = torch.randint(0, 255, (2, 3, 16, 16), dtype=torch.uint8)
+    assert torch.equal(seeded[3](img), views("seed", 16, seed=1)[3](img))
+    root = write_image_tree(tmp_path, ["a"], 1, size=40)
+    assert decode_images([root / "a" / "a00.png"], 24).shape == (1, 3, 24, 24)
+
+
+def test_metrics_on_hand_made_predictions():
+    labels = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.8, 0.2]])
+    m = classification_metrics(probs, labels, ["a", "b"])
+    assert m["accuracy"] == 0.75 and m["confusion_matrix"] == [[2, 0], [1, 1]]
+    assert m["most_confused"] == [{"true": "b", "predicted": "a", "count": 1}]
+    assert m["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 2)
+    assert m["roc_auc_macro"] == pytest.approx(0.75)
+    ece, bins = expected_calibration_error(np.array([[0.8, 0.2]] * 4), np.array([0, 0, 1, 1]))
+    assert ece == pytest.approx(0.3) and bins[0]["count"] == 4
+
+
+def test_predictions_round_trip_and_gallery(tmp_path):
+    probs = np.stack([np.eye(3)[[0, 1, 1]], np.eye(3)[[0, 1, 2]]]).astype(np.float32)
+    pred = Predictions(probs, np.array([0, 1, 2]), np.array(["p0", "p1", "p2"]), ["a", "b", "c"])
+    loaded = Predictions.load(pred.save(tmp_path / "p.npz"))
+    assert np.array_equal(loaded.probs, probs) and loaded.classes == ["a", "b", "c"]
+    assert [g["path"] for g in misclassified(loaded)] == ["p2"]
+    assert misclassified(loaded, use_tta=True) == [{"path": "p2", "true": "c", "predicted": "b", "confidence": 0.5}]
