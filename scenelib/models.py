@@ -200,7 +200,10 @@ def _split_timm_efficientnet(m: nn.Module) -> tuple[list[nn.Module], int]:
 
 
 class SimpleCNN(nn.Module):
-    """A small CNN trained from scratch (conv/BN/ReLU/max-pool blocks): the no-transfer baseline."""
+    """A small CNN trained from scratch (conv/BN/ReLU/max-pool blocks): the no-transfer baseline.
+
+    Sized for a CPU: about 0.13 GMac at 96 px, so 8 epochs on UC Merced take minutes, not an hour.
+    """
 
     def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
         super().__init__()
@@ -208,12 +211,7 @@ class SimpleCNN(nn.Module):
         for w in widths:
             blocks.append(
                 nn.Sequential(
-                    nn.Conv2d(cin, w, 3, padding=1, bias=False),
-                    nn.BatchNorm2d(w),
-                    nn.ReLU(inplace=True),
-                    nn.Conv2d(w, w, 3, padding=1, bias=False),
-                    nn.BatchNorm2d(w),
-                    nn.ReLU(inplace=True),
+                    nn.Conv2d(cin, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
                     nn.MaxPool2d(2),
                 )
             )
@@ -295,8 +293,8 @@ register(
         _split_timm_efficientnet,
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
-        trainable_blocks=3,
-        notes="timm tf_efficientnet_lite0",
+        trainable_blocks=2,
+        notes="timm tf_efficientnet_lite0; partial = the last stage and the head convolution",
     )
 )
 register(
@@ -313,11 +311,11 @@ register(
         "simple_cnn",
         SimpleCNN,
         lambda m: (list(m.features.children()), m.width),
-        input_size=128,
+        input_size=96,
         pretrained=False,
         default_strategy="scratch",
         trainable_blocks=4,
-        notes="trained from scratch at 128 px",
+        notes="trained from scratch at 96 px",
     )
 )
 

@@ -174,6 +174,8 @@ def execute_notebook(stage: str, params: dict, output: Path, threads: int) -> No
     papermill.execute_notebook(
         nb, str(output), parameters=params, kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False,
         log_output=False, start_timeout=180,
+        # ipykernel warns on every start that its local TCP socket is unencrypted; errors still show.
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],
     )
 
 

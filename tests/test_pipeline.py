@@ -9,7 +9,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from scenelib.pipeline import main, record_training_outcome, StageOutcome
+from scenelib.pipeline import StageOutcome, main, record_training_outcome
 from scenelib.rundir import RESULT_COLUMNS, VARIANTS, RunDir, read_json
 
 from .conftest import write_image_tree
@@ -54,7 +54,7 @@ def test_end_to_end_run_directory(tiny_run):
 
     html = run.report_html.read_text()
     assert "<table" in html and "mobilenet_v2" in html and "simple_cnn" in html
-    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
+    images = re.findall(r'<img[^>]+src="data:image/png;base64,([^"]+)"', html)
     assert len(images) >= 6 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert not re.search(r"<script[^>]+src=\"http", html), "the report must open offline"
     assert "Traceback" not in html and "Warning" not in html

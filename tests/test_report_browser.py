@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 
 import pytest
@@ -32,17 +33,20 @@ def browser():
 
 
 def test_report_renders_offline_with_every_image_and_the_table(tiny_run, browser, tmp_path):
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     _, run = tiny_run
     browser.get(run.report_html.as_uri())
     assert "Scene classification" in browser.title
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not errors, errors
-    loaded = browser.execute_script(
-        "return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)"
-    )
-    assert len(loaded) >= 6 and all(loaded)
+    script = "return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)"
+    with contextlib.suppress(TimeoutException):  # big data-URI images may still be decoding at "load"
+        WebDriverWait(browser, 15).until(lambda d: all(d.execute_script(script)))
+    loaded = browser.execute_script(script)
+    assert len(loaded) >= 6 and all(loaded), loaded
     tables = [t.text for t in browser.find_elements(By.TAG_NAME, "table")]
     assert any("latency ms (bs1)" in t and "mobilenet_v2" in t and "onnx-int8" in t for t in tables)
     shot = tmp_path / "report.png"

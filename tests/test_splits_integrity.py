@@ -36,7 +36,7 @@ def test_scan_finds_every_known_defect(flawed_tree, tmp_path, monkeypatch):
     assert [r["path"].split("/")[-1] for r in summary["non_rgb"]] == ["gray.png"]
     assert [(o["path"].split("/")[-1], o["width"], o["height"]) for o in summary["odd_size"]] == [("odd.png", 32, 30)]
     assert [[p.split("/")[-1] for p in g] for g in summary["duplicate_groups"]] == [["a00.png", "copy.webp"]]
-    assert summary["n_images"] == 20 and summary["class_counts"] == {"a": 6, "b": 8, "c": 7}
+    assert summary["n_images"] == 21 and summary["class_counts"] == {"a": 6, "b": 8, "c": 7}
     assert summary["imbalance_ratio"] == pytest.approx(8 / 6)
     # The second scan comes from the cache: same answer, and the cache file exists.
     assert scan_dataset(ds)[0] == summary

@@ -9,7 +9,7 @@ from .base import SceneDataset
 
 class FolderDataset(SceneDataset):
     name = "folder"
-    description = "Your own images in <data-dir>/<class>/<image> folders"
+    description = "Your own images, one folder per class"
 
     def missing_hint(self) -> str:
         return "Pass --data-dir pointing at a folder with one sub-folder of images per class."
