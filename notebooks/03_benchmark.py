@@ -16,8 +16,8 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from scenelib import plots
+from scenelib import report as rp
 from scenelib.evaluation import Predictions, misclassified
-from scenelib.report import REFERENCE_ACCURACY, metrics_table
 from scenelib.rundir import RunDir
 from scenelib.stages.bench import benchmark_stage
 
@@ -30,8 +30,16 @@ display(Markdown(f"Machine: **{m['cpu']}**, {m['cores']} cores; torch {m['torch'
 # ## Accuracy and cost
 
 # %%
-table = metrics_table(run)
-table
+rp.metrics_table(run)
+
+# %% [markdown]
+# ## Train, validation and test accuracy
+# Train and validation at the kept epoch (train accuracy is measured on augmented views while training).
+
+# %%
+rp.split_accuracy_table(run).style.format(
+    {"train": "{:.2%}", "validation": "{:.2%}", "test": "{:.2%}", "test (TTA)": "{:.2%}"}, na_rep="–"
+).hide(axis="index")
 
 # %% [markdown]
 # ## Latency
@@ -55,7 +63,7 @@ points = pd.DataFrame(
     [{"model": n, "variant": "fp32", "accuracy": r["metrics"]["single"]["accuracy"],
       "latency_ms": r["latency"][f"threads_{threads}"]["median_ms"]} for n, r in record["models"].items()]
 )
-plots.accuracy_vs_latency(points, REFERENCE_ACCURACY)
+plots.accuracy_vs_latency(points, rp.REFERENCE_ACCURACY)
 
 # %% [markdown]
 # ## Per model: confusion, calibration, mistakes
@@ -64,11 +72,10 @@ plots.accuracy_vs_latency(points, REFERENCE_ACCURACY)
 for name, r in record["models"].items():
     view = "tta" if "tta" in r["metrics"] else "single"
     mt = r["metrics"][view]
+    pred = Predictions.load(run.predictions(name, "fp32"))
     display(Markdown(f"### {name} ({'TTA' if view == 'tta' else 'single view'})"))
-    display(plots.confusion_matrix(mt["confusion_matrix"], list(mt["per_class"])[: len(mt["confusion_matrix"])],
-                                   title=f"{name}: confusion matrix (row %)"))
+    display(plots.confusion_matrix(mt["confusion_matrix"], pred.classes, title=f"{name}: confusion matrix (row %)"))
     display(plots.reliability_diagram(mt["reliability"], mt["ece"], title=f"{name}: reliability"))
     if mt["most_confused"]:
-        display(pd.DataFrame(mt["most_confused"]))
-    pred = Predictions.load(run.predictions(name, "fp32"))
+        display(pd.DataFrame(mt["most_confused"]).style.hide(axis="index"))
     display(plots.misclassified_gallery(misclassified(pred, use_tta=view == "tta")))

@@ -61,8 +61,8 @@ for name, info in record["models"].items():
     for note in info["notes"]:
         display(Markdown(f"- {note}"))
     for variant, entry in info["variants"].items():
-        if entry["status"] != "ok":
-            display(Markdown(f"- {variant}: {entry['status']}"))
+        if entry["status"] != "ok" or entry.get("note"):
+            display(Markdown(f"- {variant}: {entry['status']}. {entry.get('note', '')}"))
 
 # %% [markdown]
 # ## Running the deployed model

@@ -71,7 +71,7 @@ findings = [
     f"{len(data['corrupt'])} unreadable files",
     f"{len(data['non_rgb'])} non-RGB images",
     f"{len(data['odd_size'])} images not {data['nominal_size']} px square" if data["nominal_size"] else None,
-    f"{len(data['duplicate_groups'])} groups of pixel-identical images"
+    f"{len(data['duplicate_groups'])} group(s) of pixel-identical images"
     + (": " + "; ".join(", ".join(p.split("/")[-1] for p in g) for g in data["duplicate_groups"][:5])
        if data["duplicate_groups"] else ""),
 ]
@@ -103,6 +103,12 @@ plots.training_curves(hist, best_epochs)
 
 # %%
 caption("Loss and accuracy per epoch, train (dashed) and validation (solid); dots mark the kept epoch.")
+
+# %%
+display(Markdown("Train, validation (at the kept epoch) and test accuracy:"))
+rp.split_accuracy_table(run).style.format(
+    {"train": "{:.2%}", "validation": "{:.2%}", "test": "{:.2%}", "test (TTA)": "{:.2%}"}, na_rep="–"
+).hide(axis="index")
 
 # %% [markdown]
 # ## Errors of the best model, and per-class F1 of all

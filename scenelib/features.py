@@ -60,6 +60,9 @@ def ort_session(model: bytes | str, threads: int):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    # Idle worker threads would otherwise spin after each call, stealing the cores from whatever runs next
+    # (another session, PyTorch): on a 2-core machine that distorts every interleaved timing.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 

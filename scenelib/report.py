@@ -44,9 +44,15 @@ def results_frame(run: RunDir) -> pd.DataFrame:
     return df
 
 
+def short_status(status: str) -> str:
+    """'failed: ValueError: long message' -> 'failed: ValueError' (the full text is in the run's files)."""
+    return ": ".join(status.split(": ")[:2])
+
+
 def main_table(run: RunDir) -> pd.DataFrame:
     """One row per model x variant with readable units (params in millions, MACs in GMac)."""
     df = results_frame(run).copy()
+    df["status"] = df["status"].fillna("").map(short_status)
     df["params"] = df["params"] / 1e6
     df["macs"] = df["macs"] / 1e9
     return df[[c for c in DISPLAY_COLUMNS if c in df.columns]].rename(columns=DISPLAY_COLUMNS)
@@ -182,3 +188,14 @@ def stage_times(run: RunDir) -> pd.DataFrame:
         [{"stage": k, "seconds": v, "status": info.get("stage_status", {}).get(k, "")}
          for k, v in info.get("stage_seconds", {}).items()]
     )
+
+
+def split_accuracy_table(run: RunDir) -> pd.DataFrame:
+    """Train / validation / test accuracy side by side (train and validation at the kept epoch)."""
+    rows = []
+    for name, t in trained_summaries(run).items():
+        if t.get("status") == "ok":
+            rows.append({"model": name, "train": t["train_accuracy"], "validation": t["val_accuracy"],
+                         "test": t["test_accuracy"], "test (TTA)": t.get("test_accuracy_tta"),
+                         "best epoch": t["best_epoch"], "epochs run": t["epochs_run"]})
+    return pd.DataFrame(rows)
