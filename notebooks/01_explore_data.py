@@ -88,7 +88,15 @@ display(integrity.style.hide(axis="index"))
 if summary["odd_size"]:
     display(pd.DataFrame(summary["odd_size"]).assign(path=lambda t: t.path.map(lambda p: p.split("/")[-1])))
 if summary["duplicate_groups"]:
-    display(pd.DataFrame({"identical images": [", ".join(p.split("/")[-1] for p in g) for g in summary["duplicate_groups"]]}))
+    display(
+        pd.DataFrame(
+            {
+                "identical images": [
+                    ", ".join(p.split("/")[-1] for p in g) for g in summary["duplicate_groups"]
+                ]
+            }
+        )
+    )
 if summary["corrupt"]:
     display(pd.DataFrame(summary["corrupt_errors"].items(), columns=["path", "error"]))
 

@@ -11,7 +11,7 @@ dataset = "ucmerced"
 model_name = "mobilenet_v2"
 strategy = "auto"  # linear, partial, full, scratch, or auto (the model's default)
 weights = "auto"  # auto, torchvision, offline, none, or a state-dict file
-epochs = 8
+epochs = 12
 lr = 1e-3
 batch_size = 32
 augmentation = "aerial"
@@ -20,18 +20,43 @@ seed = 0
 threads = 2
 explicit = True  # False for models picked by --models auto: missing weights then mean skipped
 run_dir = "../reports/scratch"
+# Further knobs (not set by run_all.py): change them here when exploring in JupyterLab.
+trainable_blocks = None  # partial: how many last blocks to train (None: the registry's default)
+label_smoothing = 0.1
+scheduler = "onecycle"  # or "plateau" (ReduceLROnPlateau on the validation loss)
+class_weights = False
+head_hidden = 0  # > 0: a hidden layer in the new head
+head_activation = "relu"  # or "leaky_relu"
+head_dropout = 0.2
 
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
 
 from scenelib import plots
+from scenelib.models import HeadConfig
 from scenelib.rundir import RunDir
 from scenelib.stages.train import train_stage
 
 outcome = train_stage(
     RunDir(run_dir),
-    model_name, strategy, weights, epochs, lr, batch_size, augmentation, tta, seed, threads,
+    model_name,
+    strategy,
+    weights,
+    epochs,
+    lr,
+    batch_size,
+    augmentation,
+    tta,
+    seed,
+    threads,
+    trainable_blocks=trainable_blocks,
+    label_smoothing=label_smoothing,
+    scheduler=scheduler,
+    class_weights=class_weights,
+    head=HeadConfig(
+        dropout=head_dropout, hidden=head_hidden, activation=head_activation, batchnorm=head_hidden > 0
+    ),
 )
 s = outcome.summary
 

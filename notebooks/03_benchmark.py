@@ -24,7 +24,11 @@ from scenelib.stages.bench import benchmark_stage
 run = RunDir(run_dir)
 record = benchmark_stage(run, threads, quick)
 m = record["machine"]
-display(Markdown(f"Machine: **{m['cpu']}**, {m['cores']} cores; torch {m['torch']}, {threads} threads. {record['protocol']}."))
+display(
+    Markdown(
+        f"Machine: **{m['cpu']}**, {m['cores']} cores; torch {m['torch']}, {threads} threads. {record['protocol']}."
+    )
+)
 
 # %% [markdown]
 # ## Accuracy and cost
@@ -37,9 +41,7 @@ rp.metrics_table(run)
 # Train and validation at the kept epoch (train accuracy is measured on augmented views while training).
 
 # %%
-rp.split_accuracy_table(run).style.format(
-    {"train": "{:.2%}", "validation": "{:.2%}", "test": "{:.2%}", "test (TTA)": "{:.2%}"}, na_rep="–"
-).hide(axis="index")
+rp.split_accuracy_styled(run)
 
 # %% [markdown]
 # ## Latency
@@ -47,7 +49,12 @@ rp.split_accuracy_table(run).style.format(
 # %%
 lat = pd.DataFrame(
     [
-        {"model": name, "variant": f"fp32, {k.replace('threads_', '')} thr", "median_ms": v["median_ms"], "p90_ms": v["p90_ms"]}
+        {
+            "model": name,
+            "variant": f"fp32, {k.replace('threads_', '')} thr",
+            "median_ms": v["median_ms"],
+            "p90_ms": v["p90_ms"],
+        }
         for name, r in record["models"].items()
         for k, v in r["latency"].items()
     ]
@@ -60,8 +67,15 @@ plots.latency(lat)
 
 # %%
 points = pd.DataFrame(
-    [{"model": n, "variant": "fp32", "accuracy": r["metrics"]["single"]["accuracy"],
-      "latency_ms": r["latency"][f"threads_{threads}"]["median_ms"]} for n, r in record["models"].items()]
+    [
+        {
+            "model": n,
+            "variant": "fp32",
+            "accuracy": r["metrics"]["single"]["accuracy"],
+            "latency_ms": r["latency"][f"threads_{threads}"]["median_ms"],
+        }
+        for n, r in record["models"].items()
+    ]
 )
 plots.accuracy_vs_latency(points, rp.REFERENCE_ACCURACY)
 
@@ -74,7 +88,11 @@ for name, r in record["models"].items():
     mt = r["metrics"][view]
     pred = Predictions.load(run.predictions(name, "fp32"))
     display(Markdown(f"### {name} ({'TTA' if view == 'tta' else 'single view'})"))
-    display(plots.confusion_matrix(mt["confusion_matrix"], pred.classes, title=f"{name}: confusion matrix (row %)"))
+    display(
+        plots.confusion_matrix(
+            mt["confusion_matrix"], pred.classes, title=f"{name}: confusion matrix (row %)"
+        )
+    )
     display(plots.reliability_diagram(mt["reliability"], mt["ece"], title=f"{name}: reliability"))
     if mt["most_confused"]:
         display(pd.DataFrame(mt["most_confused"]).style.hide(axis="index"))

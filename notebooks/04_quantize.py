@@ -17,7 +17,8 @@ run_dir = "../reports/scratch"
 from IPython.display import Markdown, display
 
 from scenelib import plots
-from scenelib.rundir import RunDir, read_json
+from scenelib import report as rp
+from scenelib.rundir import RunDir
 from scenelib.stages.quantize import quantize_stage, variants_frame
 
 run = RunDir(run_dir)
@@ -30,11 +31,7 @@ display(Markdown(f"{record['protocol']}; {threads} threads."))
 # Accuracy drop in points against fp32 (single view, and with TTA where the model uses it).
 
 # %%
-variants.style.format(
-    {"accuracy": "{:.2%}", "accuracy_tta": "{:.2%}", "drop_pt": "{:+.2f}", "drop_tta_pt": "{:+.2f}",
-     "latency_ms": "{:.2f}", "p90_ms": "{:.2f}", "speedup": "{:.2f}x", "size_mb": "{:.1f}"},
-    na_rep="–",
-).hide(axis="index")
+rp.variants_table(variants)
 
 # %% [markdown]
 # ## Before and after
@@ -71,14 +68,4 @@ for name, info in record["models"].items():
 # %%
 first = next(iter(record["models"]), None)
 if first:
-    train = read_json(run.train_json(first))
-    display(Markdown(f"""```python
-import numpy as np, onnxruntime as ort
-from PIL import Image
-
-session = ort.InferenceSession("models/{first}/model.int8.onnx", providers=["CPUExecutionProvider"])
-img = Image.open("some_image.png").convert("RGB").resize(({train['input_size']}, {train['input_size']}))
-x = (np.asarray(img, dtype=np.float32) / 255 - {train['mean']}) / {train['std']}
-logits = session.run(None, {{"input": x.transpose(2, 0, 1)[None].astype(np.float32)}})[0]
-print(logits.argmax())  # index into the class names of splits.csv
-```"""))
+    display(Markdown(rp.onnx_snippet(run, first)))

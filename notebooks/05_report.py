@@ -40,16 +40,26 @@ lines = [
 ]
 if facts:
     b = facts["best"]
-    tta = f" ({b['accuracy_tta']:.2%} with test-time augmentation)" if not pd.isna(b.get("accuracy_tta")) else ""
-    lines.append(f"- **Best model**: {b['model']} ({b['variant']}), {b['accuracy']:.2%} single-view test accuracy{tta}.")
+    tta = (
+        f" ({b['accuracy_tta']:.2%} with test-time augmentation)"
+        if not pd.isna(b.get("accuracy_tta"))
+        else ""
+    )
+    lines.append(
+        f"- **Best model**: {b['model']} ({b['variant']}), {b['accuracy']:.2%} single-view test accuracy{tta}."
+    )
     f = facts.get("fastest_near_best")
     if f is not None:
-        lines.append(f"- **Fastest within 1 point of the best**: {f['model']} {f['variant']}, "
-                     f"{f['latency_ms_b1']:.1f} ms per image at batch 1 on {info['threads']} CPU threads.")
+        lines.append(
+            f"- **Fastest within 1 point of the best**: {f['model']} {f['variant']}, "
+            f"{f['latency_ms_b1']:.1f} ms per image at batch 1 on {info['threads']} CPU threads."
+        )
     q = facts.get("int8")
     if q and q.get("speedup"):
-        lines.append(f"- **INT8**: {q['variant']} runs {b['model']} {q['speedup']:.1f}x faster than eager fp32 "
-                     f"({q['latency_ms']:.1f} ms) for {q['drop_pt']:+.2f} points of accuracy.")
+        lines.append(
+            f"- **INT8**: {q['variant']} runs {b['model']} {q['speedup']:.1f}x faster than eager fp32 "
+            f"({q['latency_ms']:.1f} ms) for {q['drop_pt']:+.2f} points of accuracy."
+        )
 skipped = rp.not_trained(run)
 if len(skipped):
     lines.append(f"- **Not trained**: {', '.join(skipped.model)} (reasons below).")
@@ -72,8 +82,11 @@ findings = [
     f"{len(data['non_rgb'])} non-RGB images",
     f"{len(data['odd_size'])} images not {data['nominal_size']} px square" if data["nominal_size"] else None,
     f"{len(data['duplicate_groups'])} group(s) of pixel-identical images"
-    + (": " + "; ".join(", ".join(p.split("/")[-1] for p in g) for g in data["duplicate_groups"][:5])
-       if data["duplicate_groups"] else ""),
+    + (
+        ": " + "; ".join(", ".join(p.split("/")[-1] for p in g) for g in data["duplicate_groups"][:5])
+        if data["duplicate_groups"]
+        else ""
+    ),
 ]
 display(Markdown("**Integrity scan** (whole dataset): " + ", ".join(x for x in findings if x) + "."))
 
@@ -91,8 +104,10 @@ ok = results[results.status == "ok"].rename(columns={"latency_ms_b1": "latency_m
 plots.accuracy_vs_latency(ok[["model", "variant", "accuracy", "latency_ms"]], rp.REFERENCE_ACCURACY)
 
 # %%
-caption("Single-view test accuracy against latency (log scale), every model and variant; the line joins the "
-        "Pareto front (no other point is both faster and more accurate). Dotted lines: the seed study's accuracies.")
+caption(
+    "Single-view test accuracy against latency (log scale), every model and variant; the line joins the "
+    "Pareto front (no other point is both faster and more accurate). Dotted lines: the seed study's accuracies."
+)
 
 # %% [markdown]
 # ## Training
@@ -106,9 +121,7 @@ caption("Loss and accuracy per epoch, train (dashed) and validation (solid); dot
 
 # %%
 display(Markdown("Train, validation (at the kept epoch) and test accuracy:"))
-rp.split_accuracy_table(run).style.format(
-    {"train": "{:.2%}", "validation": "{:.2%}", "test": "{:.2%}", "test (TTA)": "{:.2%}"}, na_rep="–"
-).hide(axis="index")
+rp.split_accuracy_styled(run)
 
 # %% [markdown]
 # ## Errors of the best model, and per-class F1 of all
@@ -119,8 +132,13 @@ if facts:
     best_name = facts["best"]["model"]
     m = bench[best_name]["metrics"]
     view = "tta" if "tta" in m else "single"
-    display(plots.confusion_matrix(m[view]["confusion_matrix"], data["classes"],
-                                   title=f"{best_name} ({'TTA' if view == 'tta' else 'single view'})"))
+    display(
+        plots.confusion_matrix(
+            m[view]["confusion_matrix"],
+            data["classes"],
+            title=f"{best_name} ({'TTA' if view == 'tta' else 'single view'})",
+        )
+    )
     caption(f"Confusion matrix of {best_name} on the test split, row-normalised (% of each true class).")
     if m[view]["most_confused"]:
         display(pd.DataFrame(m[view]["most_confused"]).style.hide(axis="index"))
@@ -141,10 +159,16 @@ if run.quantization_json.exists():
     qv = variants_frame(read_json(run.quantization_json))
     display(plots.quantization_before_after(qv[qv.status == "ok"]))
     caption("Latency (batch 1, timed interleaved in one run) and test accuracy of each variant.")
-    display(qv.style.format({"accuracy": "{:.2%}", "accuracy_tta": "{:.2%}", "drop_pt": "{:+.2f}",
-                             "drop_tta_pt": "{:+.2f}", "latency_ms": "{:.2f}", "p90_ms": "{:.2f}",
-                             "speedup": "{:.2f}x", "size_mb": "{:.1f}"}, na_rep="–").hide(axis="index"))
+    display(rp.variants_table(qv))
 display(Markdown(f"For reference, {rp.REFERENCE_INT8}."))
+
+# %% [markdown]
+# ## Deploying the INT8 model
+# The ONNX files in `models/<model>/` need only `onnxruntime`, NumPy and Pillow:
+
+# %%
+if facts:
+    display(Markdown(rp.onnx_snippet(run, facts["best"]["model"])))
 
 # %% [markdown]
 # ## This run next to the seed study
@@ -160,8 +184,12 @@ rp.provenance_table(run).style.hide(axis="index")
 
 # %%
 if len(skipped):
-    display(Markdown("**Models not trained** (a default model whose pretrained weights are not available "
-                     "offline is skipped; put its weights file where the message says, or pass `--weights FILE`):"))
+    display(
+        Markdown(
+            "**Models not trained** (a default model whose pretrained weights are not available "
+            "offline is skipped; put its weights file where the message says, or pass `--weights FILE`):"
+        )
+    )
     display(skipped.style.hide(axis="index"))
 
 # %% [markdown]
@@ -169,10 +197,12 @@ if len(skipped):
 
 # %%
 machine = read_json(run.benchmark_json)["machine"] if run.benchmark_json.exists() else {}
-display(Markdown(
-    f"`{info['command']}`  \n"
-    f"Seed {info['seed']}, {info['threads']} threads; Python {info['python']}, torch {info['torch']}, "
-    f"torchvision {info['torchvision']}, onnxruntime {machine.get('onnxruntime', '?')}; CPU: {info['cpu']}.  \n"
-    f"Started {info['start']}. Every number above is recomputed from the files of this run directory."
-))
+display(
+    Markdown(
+        f"`{info['command']}`  \n"
+        f"Seed {info['seed']}, {info['threads']} threads; Python {info['python']}, torch {info['torch']}, "
+        f"torchvision {info['torchvision']}, onnxruntime {machine.get('onnxruntime', '?')}; CPU: {info['cpu']}.  \n"
+        f"Started {info['start']}. Every number above is recomputed from the files of this run directory."
+    )
+)
 rp.stage_times(run).style.format({"seconds": "{:.0f}"}).hide(axis="index")

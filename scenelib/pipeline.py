@@ -40,14 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="run_all.py",
         description="Explore, train, benchmark, quantize and report, as executed notebooks in one run directory.",
     )
-    p.add_argument("--dataset", required=True, help="dataset name (ucmerced, intel, eurosat, cifar10, folder)")
+    p.add_argument(
+        "--dataset", required=True, help="dataset name (ucmerced, intel, eurosat, cifar10, folder)"
+    )
     p.add_argument("--data-dir", help="data folder (default: $SCENELIB_DATA_DIR, else ./data)")
     p.add_argument("--models", default="auto", help="comma-separated model names, or 'auto'")
-    p.add_argument("--epochs", type=int, help="training epochs (default 8; 1 with --quick)")
+    p.add_argument("--epochs", type=int, help="training epochs (default 12; 1 with --quick)")
     p.add_argument("--output", help="run directory (default reports/<dataset>/<timestamp>)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime (default: all cores)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 2 small models, 1 epoch, a few images per class")
+    p.add_argument(
+        "--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime (default: all cores)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: 2 small models, 1 epoch, a few images per class"
+    )
     p.add_argument("--force", action="store_true", help="start an existing --output directory over")
     p.add_argument("--resume", action="store_true", help="continue an existing --output directory")
     p.add_argument("--split", help=f"split preset: {', '.join(SPLIT_PRESETS)} (default: the dataset's)")
@@ -57,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-tta", action="store_true", help="no test-time augmentation")
-    p.add_argument("--calibration-images", type=int, default=256, help="training images used to calibrate INT8")
+    p.add_argument(
+        "--calibration-images", type=int, default=256, help="training images used to calibrate INT8"
+    )
     p.add_argument("--download", action="store_true", help="download the dataset if missing (needs internet)")
     return p
 
@@ -106,7 +114,9 @@ def parse_config(argv: list[str]) -> RunConfig:
     if args.strategy not in (*STRATEGIES, "auto"):
         raise UsageError(f"unknown strategy {args.strategy!r}; valid: auto, {', '.join(STRATEGIES)}")
     if args.augmentation not in (*AUGMENTATIONS, "auto"):
-        raise UsageError(f"unknown augmentation {args.augmentation!r}; valid: auto, {', '.join(AUGMENTATIONS)}")
+        raise UsageError(
+            f"unknown augmentation {args.augmentation!r}; valid: auto, {', '.join(AUGMENTATIONS)}"
+        )
     if args.split and args.split not in SPLIT_PRESETS:
         raise UsageError(f"unknown split preset {args.split!r}; valid: {', '.join(SPLIT_PRESETS)}")
     if args.resume and args.force:
@@ -116,16 +126,33 @@ def parse_config(argv: list[str]) -> RunConfig:
     import os
 
     data_dir = resolve_data_dir(args.data_dir)
-    output = Path(args.output) if args.output else REPO / "reports" / args.dataset / datetime.now().strftime(
-        "%Y%m%d-%H%M%S"
+    output = (
+        Path(args.output)
+        if args.output
+        else REPO / "reports" / args.dataset / datetime.now().strftime("%Y%m%d-%H%M%S")
     )
     return RunConfig(
-        dataset=args.dataset, data_dir=str(data_dir), models=models, explicit_models=explicit,
-        epochs=args.epochs or (1 if args.quick else 8), seed=args.seed, threads=args.threads or os.cpu_count() or 1,
-        quick=args.quick, split=args.split or "", strategy=args.strategy, weights=args.weights,
-        augmentation=args.augmentation, lr=args.lr, batch_size=args.batch_size, tta=not args.no_tta,
-        calibration_images=args.calibration_images, download=args.download, output=output.absolute(),
-        resume=args.resume, force=args.force, argv=list(argv),
+        dataset=args.dataset,
+        data_dir=str(data_dir),
+        models=models,
+        explicit_models=explicit,
+        epochs=args.epochs or (1 if args.quick else 12),
+        seed=args.seed,
+        threads=args.threads or os.cpu_count() or 1,
+        quick=args.quick,
+        split=args.split or "",
+        strategy=args.strategy,
+        weights=args.weights,
+        augmentation=args.augmentation,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        tta=not args.no_tta,
+        calibration_images=args.calibration_images,
+        download=args.download,
+        output=output.absolute(),
+        resume=args.resume,
+        force=args.force,
+        argv=list(argv),
     )
 
 
@@ -136,7 +163,9 @@ def prepare_run_dir(cfg: RunConfig) -> RunDir:
         if cfg.force:
             shutil.rmtree(out)
         elif not cfg.resume:
-            raise UsageError(f"{out} already exists: pass --resume to continue it or --force to start it over")
+            raise UsageError(
+                f"{out} already exists: pass --resume to continue it or --force to start it over"
+            )
     elif cfg.resume:
         raise UsageError(f"--resume: {out} does not exist or is empty")
     out.mkdir(parents=True, exist_ok=True)
@@ -163,7 +192,7 @@ class StageOutcome:
     seconds: float
 
 
-def execute_notebook(stage: str, params: dict, output: Path, threads: int) -> None:
+def execute_notebook(stage: str, params: dict, output: Path) -> None:
     """Run one Jupytext notebook through papermill; the executed copy (with any traceback) is kept."""
     import jupytext
     import papermill
@@ -172,8 +201,14 @@ def execute_notebook(stage: str, params: dict, output: Path, threads: int) -> No
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     output.parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(
-        nb, str(output), parameters=params, kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False,
-        log_output=False, start_timeout=180,
+        nb,
+        str(output),
+        parameters=params,
+        kernel_name="python3",
+        cwd=str(NOTEBOOKS),
+        progress_bar=False,
+        log_output=False,
+        start_timeout=180,
         # ipykernel warns on every start that its local TCP socket is unencrypted; errors still show.
         extra_arguments=["--IPKernelApp.log_level=ERROR"],
     )
@@ -183,7 +218,9 @@ def describe_failure(exc: Exception) -> tuple[str, str]:
     """(exception name, one-line message) of a papermill execution error or any other exception."""
     name = getattr(exc, "ename", type(exc).__name__)
     value = str(getattr(exc, "evalue", exc)).strip().splitlines()
-    return name, (value[0] if value else "")[:300]
+    cell = getattr(exc, "exec_count", None)
+    where = f" (cell {cell})" if cell is not None else ""
+    return name, (value[0] if value else "")[:300] + where
 
 
 class Runner:
@@ -214,7 +251,7 @@ class Runner:
         self.log(f"{label}: running")
         start = time.perf_counter()
         try:
-            execute_notebook(stage, params, self.run.executed_notebook(stage, model), self.cfg.threads)
+            execute_notebook(stage, params, self.run.executed_notebook(stage, model))
             status = "ok"
         except Exception as exc:
             name, msg = describe_failure(exc)
@@ -232,7 +269,12 @@ class Runner:
 
 
 def write_run_json(
-    cfg: RunConfig, run: RunDir, start: str, outcomes: list[StageOutcome], end: str | None, wall: float | None = None
+    cfg: RunConfig,
+    run: RunDir,
+    start: str,
+    outcomes: list[StageOutcome],
+    end: str | None,
+    wall: float | None = None,
 ) -> None:
     import torch
     import torchvision
@@ -281,24 +323,47 @@ def run_pipeline(cfg: RunConfig) -> int:
     runner.log(f"run directory {run.root}")
     write_run_json(cfg, run, start, [], None)
     split = cfg.split or dataset.default_split
-    augmentation = cfg.augmentation if cfg.augmentation != "auto" else ("aerial" if dataset.aerial else "light")
+    augmentation = (
+        cfg.augmentation if cfg.augmentation != "auto" else ("aerial" if dataset.aerial else "light")
+    )
     common = {"run_dir": str(run.root), "seed": cfg.seed, "threads": cfg.threads}
 
-    explore = runner.stage("01_explore_data", {
-        **common, "dataset": cfg.dataset, "data_dir": cfg.data_dir, "split": split,
-        "max_per_class": QUICK_IMAGES_PER_CLASS if cfg.quick else 0,
-    }, inputs="")
+    explore = runner.stage(
+        "01_explore_data",
+        {
+            **common,
+            "dataset": cfg.dataset,
+            "data_dir": cfg.data_dir,
+            "split": split,
+            "max_per_class": QUICK_IMAGES_PER_CLASS if cfg.quick else 0,
+        },
+        inputs="",
+    )
     if explore.status.startswith("failed"):
         write_run_json(cfg, run, start, runner.outcomes, now_iso())
         return 1
     manifest = _fingerprint([run.splits_csv])
     failed = False
     for model in cfg.models:
-        outcome = runner.stage("02_train_model", {
-            **common, "dataset": cfg.dataset, "model_name": model, "strategy": cfg.strategy,
-            "weights": cfg.weights, "epochs": cfg.epochs, "lr": cfg.lr, "batch_size": cfg.batch_size,
-            "augmentation": augmentation, "tta": cfg.tta, "explicit": cfg.explicit_models,
-        }, inputs=manifest, model=model, skip_on=None if cfg.explicit_models else "WeightsUnavailableError")
+        outcome = runner.stage(
+            "02_train_model",
+            {
+                **common,
+                "dataset": cfg.dataset,
+                "model_name": model,
+                "strategy": cfg.strategy,
+                "weights": cfg.weights,
+                "epochs": cfg.epochs,
+                "lr": cfg.lr,
+                "batch_size": cfg.batch_size,
+                "augmentation": augmentation,
+                "tta": cfg.tta,
+                "explicit": cfg.explicit_models,
+            },
+            inputs=manifest,
+            model=model,
+            skip_on=None if cfg.explicit_models else "WeightsUnavailableError",
+        )
         failed |= record_training_outcome(run, model, outcome)
     trained = _fingerprint([run.train_json(m) for m in cfg.models])
     quick = {"quick": cfg.quick}
@@ -341,8 +406,12 @@ def render_report(run: RunDir) -> Path:
             cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")]
     nb.metadata["title"] = "Scene classification report"
     exporter = HTMLExporter(
-        template_name="report", extra_template_basedirs=[str(TEMPLATES)], exclude_input=True,
-        exclude_input_prompt=True, exclude_output_prompt=True, embed_images=True,
+        template_name="report",
+        extra_template_basedirs=[str(TEMPLATES)],
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        embed_images=True,
     )
     html, _ = exporter.from_notebook_node(nb)
     run.report_html.write_text(html, encoding="utf-8")
@@ -358,5 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished stages are kept; continue with --resume --output <run dir>", file=sys.stderr)
+        print(
+            "interrupted: finished stages are kept; continue with --resume --output <run dir>",
+            file=sys.stderr,
+        )
         return 130

@@ -145,18 +145,27 @@ def provenance_table(run: RunDir) -> pd.DataFrame:
         if t.get("status") != "ok":
             continue
         top1 = t.get("weights_claimed_top1")
-        rows.append({
-            "model": name, "weights": t["weights"], "file": (t.get("weights_file") or "–").split("/")[-1],
-            "SHA-256": (t.get("weights_sha256") or "–")[:16],
-            "claimed ImageNet top-1": f"{top1:.1f}% ({t.get('weights_top1_note')})" if top1 else "–",
-            "strategy": t["strategy"], "frozen blocks": f"{t['frozen_blocks']} / {t['total_blocks']}",
-        })
+        rows.append(
+            {
+                "model": name,
+                "weights": t["weights"],
+                "file": (t.get("weights_file") or "–").split("/")[-1],
+                "SHA-256": (t.get("weights_sha256") or "–")[:16],
+                "claimed ImageNet top-1": f"{top1:.1f}% ({t.get('weights_top1_note')})" if top1 else "–",
+                "strategy": t["strategy"],
+                "frozen blocks": f"{t['frozen_blocks']} / {t['total_blocks']}",
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def not_trained(run: RunDir) -> pd.DataFrame:
     """Models that were skipped or failed, with the reason."""
-    rows = [{"model": n, "status": t["status"]} for n, t in trained_summaries(run).items() if t.get("status") != "ok"]
+    rows = [
+        {"model": n, "status": t["status"]}
+        for n, t in trained_summaries(run).items()
+        if t.get("status") != "ok"
+    ]
     return pd.DataFrame(rows, columns=["model", "status"])
 
 
@@ -173,20 +182,32 @@ def reference_comparison(run: RunDir) -> pd.DataFrame:
     """This run's fp32 accuracies next to the seed study's."""
     df = results_frame(run)
     fp32 = df[(df["variant"] == "fp32") & (df["status"] == "ok")]
-    rows = [{"source": k, "test accuracy": v, "protocol": "seed 000: single view"} for k, v in REFERENCE_ACCURACY.items()]
+    rows = [
+        {"source": k, "test accuracy": v, "protocol": "seed 000: single view"}
+        for k, v in REFERENCE_ACCURACY.items()
+    ]
     for _, r in fp32.iterrows():
-        rows.append({"source": f"this run {r['model']}", "test accuracy": r["accuracy"], "protocol": "single view"})
+        rows.append(
+            {"source": f"this run {r['model']}", "test accuracy": r["accuracy"], "protocol": "single view"}
+        )
         if not pd.isna(r.get("accuracy_tta")):
-            rows.append({"source": f"this run {r['model']}", "test accuracy": r["accuracy_tta"],
-                         "protocol": "TTA (mean of views)"})
+            rows.append(
+                {
+                    "source": f"this run {r['model']}",
+                    "test accuracy": r["accuracy_tta"],
+                    "protocol": "TTA (mean of views)",
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def stage_times(run: RunDir) -> pd.DataFrame:
     info = read_json(run.run_json)
     return pd.DataFrame(
-        [{"stage": k, "seconds": v, "status": info.get("stage_status", {}).get(k, "")}
-         for k, v in info.get("stage_seconds", {}).items()]
+        [
+            {"stage": k, "seconds": v, "status": info.get("stage_status", {}).get(k, "")}
+            for k, v in info.get("stage_seconds", {}).items()
+        ]
     )
 
 
@@ -195,7 +216,45 @@ def split_accuracy_table(run: RunDir) -> pd.DataFrame:
     rows = []
     for name, t in trained_summaries(run).items():
         if t.get("status") == "ok":
-            rows.append({"model": name, "train": t["train_accuracy"], "validation": t["val_accuracy"],
-                         "test": t["test_accuracy"], "test (TTA)": t.get("test_accuracy_tta"),
-                         "best epoch": t["best_epoch"], "epochs run": t["epochs_run"]})
+            rows.append(
+                {
+                    "model": name,
+                    "train": t["train_accuracy"],
+                    "validation": t["val_accuracy"],
+                    "test": t["test_accuracy"],
+                    "test (TTA)": t.get("test_accuracy_tta"),
+                    "best epoch": t["best_epoch"],
+                    "epochs run": t["epochs_run"],
+                }
+            )
     return pd.DataFrame(rows)
+
+
+def onnx_snippet(run: RunDir, model: str) -> str:
+    """Markdown: how to run this run's INT8 ONNX model on one image (onnxruntime, NumPy, Pillow only)."""
+    t = read_json(run.train_json(model))
+    size, mean, std = t["input_size"], [round(v, 4) for v in t["mean"]], [round(v, 4) for v in t["std"]]
+    return f"""```python
+import numpy as np, onnxruntime as ort
+from PIL import Image
+
+session = ort.InferenceSession("models/{model}/model.int8.onnx", providers=["CPUExecutionProvider"])
+img = Image.open("some_image.png").convert("RGB").resize(({size}, {size}))
+x = (np.asarray(img, dtype=np.float32) / 255 - {mean}) / {std}
+logits = session.run(None, {{"input": x.transpose(2, 0, 1)[None].astype(np.float32)}})[0]
+print(logits.argmax())  # index into the class names (the 'label' / 'class' columns of splits.csv)
+```"""
+
+
+VARIANT_FORMATS = {"accuracy": "{:.2%}", "accuracy_tta": "{:.2%}", "drop_pt": "{:+.2f}", "drop_tta_pt": "{:+.2f}",
+                   "latency_ms": "{:.2f}", "p90_ms": "{:.2f}", "speedup": "{:.2f}x", "size_mb": "{:.1f}"}
+
+
+def variants_table(variants: pd.DataFrame):
+    """The quantization table (from ``stages.quantize.variants_frame``), formatted."""
+    return variants.style.format(VARIANT_FORMATS, na_rep="–").hide(axis="index")
+
+
+def split_accuracy_styled(run: RunDir):
+    fmt = {"train": "{:.2%}", "validation": "{:.2%}", "test": "{:.2%}", "test (TTA)": "{:.2%}"}
+    return split_accuracy_table(run).style.format(fmt, na_rep="–").hide(axis="index")

@@ -39,7 +39,9 @@ def check_split_preset(preset: str, dataset: SceneDataset | None = None) -> None
         raise ValueError(f"dataset {dataset.name!r} has no official split; use 70/30 or 80/10/10")
 
 
-def _stratified(items: list[int], labels: list[int], test_size: float, seed: int) -> tuple[list[int], list[int]]:
+def _stratified(
+    items: list[int], labels: list[int], test_size: float, seed: int
+) -> tuple[list[int], list[int]]:
     """Stratified split; on small data every class still gets at least one item on each side."""
     if test_size <= 0 or not items:
         return list(items), []

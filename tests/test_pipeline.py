@@ -20,13 +20,17 @@ def test_end_to_end_run_directory(tiny_run):
     assert code == 0
     results = pd.read_csv(run.results_csv)
     assert list(results.columns) == list(RESULT_COLUMNS)
-    assert set(zip(results.model, results.variant)) == {(m, v) for m in ("simple_cnn", "mobilenet_v2") for v in VARIANTS}
+    assert set(zip(results.model, results.variant)) == {
+        (m, v) for m in ("simple_cnn", "mobilenet_v2") for v in VARIANTS
+    }
     assert (results.status == "ok").all(), results[["model", "variant", "status"]]
     assert results.accuracy.between(0, 1).all() and results.macro_f1.between(0, 1).all()
     assert (results.latency_ms_b1 > 0).all()
     fp32 = results[results.variant == "fp32"].set_index("model")
     assert fp32.loc["mobilenet_v2", "weights"].startswith(("offline:", "torchvision:"))
-    assert fp32.loc["simple_cnn", "strategy"] == "scratch" and fp32.loc["mobilenet_v2", "strategy"] == "partial"
+    assert (
+        fp32.loc["simple_cnn", "strategy"] == "scratch" and fp32.loc["mobilenet_v2", "strategy"] == "partial"
+    )
     assert (fp32.params > 1e5).all() and (fp32.macs > 1e6).all() and (fp32.size_mb > 0).all()
 
     info = read_json(run.run_json)
@@ -35,8 +39,14 @@ def test_end_to_end_run_directory(tiny_run):
     assert pd.Timestamp(info["end"]) >= pd.Timestamp(info["start"])
 
     names = {p.name for p in run.notebooks_dir.glob("*.ipynb")}
-    assert names == {"01_explore_data.ipynb", "02_train_model-simple_cnn.ipynb", "02_train_model-mobilenet_v2.ipynb",
-                     "03_benchmark.ipynb", "04_quantize.ipynb", "05_report.ipynb"}
+    assert names == {
+        "01_explore_data.ipynb",
+        "02_train_model-simple_cnn.ipynb",
+        "02_train_model-mobilenet_v2.ipynb",
+        "03_benchmark.ipynb",
+        "04_quantize.ipynb",
+        "05_report.ipynb",
+    }
     for path in run.notebooks_dir.glob("*.ipynb"):
         nb = nbformat.read(path, as_version=4)
         assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
@@ -44,10 +54,22 @@ def test_end_to_end_run_directory(tiny_run):
 
     for model in ("simple_cnn", "mobilenet_v2"):
         train = read_json(run.train_json(model))
-        for key in ("weights_source", "weights_sha256", "strategy", "train_seconds", "best_epoch", "test_accuracy"):
+        for key in (
+            "weights_source",
+            "weights_sha256",
+            "strategy",
+            "train_seconds",
+            "best_epoch",
+            "test_accuracy",
+        ):
             assert key in train
-        for path in (run.checkpoint(model), run.history_json(model), run.onnx_fp32(model), run.onnx_int8(model),
-                     run.torch_int8(model)):
+        for path in (
+            run.checkpoint(model),
+            run.history_json(model),
+            run.onnx_fp32(model),
+            run.onnx_int8(model),
+            run.torch_int8(model),
+        ):
             assert path.exists(), path
     summary = read_json(run.data_summary_json)
     assert summary["n_images"] == 30 and summary["class_counts"] == {"alpha": 10, "beta": 10, "gamma": 10}
@@ -64,9 +86,29 @@ def test_end_to_end_run_directory(tiny_run):
 def test_resume_skips_finished_work(tiny_run, capsys):
     code, run = tiny_run
     before = run.results_csv.read_text()
-    assert main(["--dataset", "folder", "--data-dir", read_json(run.run_json)["parameters"]["data_dir"],
-                 "--models", "simple_cnn,mobilenet_v2", "--epochs", "1", "--output", str(run.root), "--threads", "2",
-                 "--calibration-images", "16", "--quick", "--resume"]) == 0
+    assert (
+        main(
+            [
+                "--dataset",
+                "folder",
+                "--data-dir",
+                read_json(run.run_json)["parameters"]["data_dir"],
+                "--models",
+                "simple_cnn,mobilenet_v2",
+                "--epochs",
+                "1",
+                "--output",
+                str(run.root),
+                "--threads",
+                "2",
+                "--calibration-images",
+                "16",
+                "--quick",
+                "--resume",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.count("done in an earlier run, skipped") == 6
     assert run.results_csv.read_text() == before
@@ -76,7 +118,21 @@ def test_unknown_names_exit_2_and_write_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["--dataset", "nope", "--output", str(out)]) == 2
     assert "valid names" in capsys.readouterr().err and "ucmerced" not in "" and not out.exists()
-    assert main(["--dataset", "folder", "--data-dir", str(tmp_path), "--models", "resnet9000", "--output", str(out)]) == 2
+    assert (
+        main(
+            [
+                "--dataset",
+                "folder",
+                "--data-dir",
+                str(tmp_path),
+                "--models",
+                "resnet9000",
+                "--output",
+                str(out),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "resnet9000" in err and "mobilenet_v2" in err and not out.exists()
 
@@ -100,9 +156,25 @@ def test_existing_output_is_never_overwritten(tmp_path, capsys):
 def test_failed_model_is_reported_and_the_run_completes(tmp_path, capsys):
     data = write_image_tree(tmp_path / "data", ["a", "b", "c"], 8)
     out = tmp_path / "run"
-    code = main(["--dataset", "folder", "--data-dir", str(data), "--models", "simple_cnn,mobilenet_v2",
-                 "--weights", str(tmp_path / "missing.pth"), "--epochs", "1", "--output", str(out), "--quick",
-                 "--calibration-images", "8"])
+    code = main(
+        [
+            "--dataset",
+            "folder",
+            "--data-dir",
+            str(data),
+            "--models",
+            "simple_cnn,mobilenet_v2",
+            "--weights",
+            str(tmp_path / "missing.pth"),
+            "--epochs",
+            "1",
+            "--output",
+            str(out),
+            "--quick",
+            "--calibration-images",
+            "8",
+        ]
+    )
     assert code == 1
     run = RunDir(out)
     results = pd.read_csv(run.results_csv)

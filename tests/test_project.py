@@ -36,9 +36,10 @@ def test_environment_yml_and_requirements_name_the_same_packages():
         else:
             conda |= _names([dep])
     assert (conda | pip_section) - {"python", "pip"} == pip_names
-    assert "torch==2.14.1" in (ROOT / "requirements.txt").read_text() and "torchvision==0.29.1" in (
-        ROOT / "requirements.txt"
-    ).read_text()
+    assert (
+        "torch==2.14.1" in (ROOT / "requirements.txt").read_text()
+        and "torchvision==0.29.1" in (ROOT / "requirements.txt").read_text()
+    )
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -52,11 +53,17 @@ def test_each_notebook_has_one_parameters_cell(stage):
 def test_results_upsert_merges_columns_and_checks_names(tmp_path):
     run = RunDir(tmp_path)
     run.upsert_results([{"model": "m", "variant": "fp32", "accuracy": 0.5}])
-    run.upsert_results([{"model": "m", "variant": "fp32", "latency_ms_b1": 12.5},
-                        {"model": "m", "variant": "onnx-int8", "status": "ok"}])
+    run.upsert_results(
+        [
+            {"model": "m", "variant": "fp32", "latency_ms_b1": 12.5},
+            {"model": "m", "variant": "onnx-int8", "status": "ok"},
+        ]
+    )
     rows = run.read_results()
-    assert [(r["variant"], r["accuracy"], r["latency_ms_b1"]) for r in rows] == [("fp32", "0.5", "12.5"),
-                                                                                ("onnx-int8", "", "")]
+    assert [(r["variant"], r["accuracy"], r["latency_ms_b1"]) for r in rows] == [
+        ("fp32", "0.5", "12.5"),
+        ("onnx-int8", "", ""),
+    ]
     with pytest.raises(ValueError, match="unknown results.csv columns"):
         run.upsert_results([{"model": "m", "variant": "fp32", "acc": 1}])
     with pytest.raises(ValueError, match="variant must be one of"):
@@ -66,7 +73,9 @@ def test_results_upsert_merges_columns_and_checks_names(tmp_path):
 def test_stage_markers_follow_their_parameters(tmp_path):
     run = RunDir(tmp_path)
     run.mark_stage_done("03_benchmark", {"threads": 2}, 1.0)
-    assert run.stage_done("03_benchmark", {"threads": 2}) and not run.stage_done("03_benchmark", {"threads": 1})
+    assert run.stage_done("03_benchmark", {"threads": 2}) and not run.stage_done(
+        "03_benchmark", {"threads": 1}
+    )
     assert params_hash({"a": 1, "b": 2}) == params_hash({"b": 2, "a": 1})
     run.clear_stage("03_benchmark")
     assert not run.stage_done("03_benchmark", {"threads": 2})

@@ -34,7 +34,9 @@ def test_scan_finds_every_known_defect(flawed_tree, tmp_path, monkeypatch):
     summary, records = scan_dataset(ds)
     assert [p.split("/")[-1] for p in summary["corrupt"]] == ["broken.png"]
     assert [r["path"].split("/")[-1] for r in summary["non_rgb"]] == ["gray.png"]
-    assert [(o["path"].split("/")[-1], o["width"], o["height"]) for o in summary["odd_size"]] == [("odd.png", 32, 30)]
+    assert [(o["path"].split("/")[-1], o["width"], o["height"]) for o in summary["odd_size"]] == [
+        ("odd.png", 32, 30)
+    ]
     assert [[p.split("/")[-1] for p in g] for g in summary["duplicate_groups"]] == [["a00.png", "copy.webp"]]
     assert summary["n_images"] == 21 and summary["class_counts"] == {"a": 6, "b": 8, "c": 7}
     assert summary["imbalance_ratio"] == pytest.approx(8 / 6)
@@ -62,7 +64,9 @@ def test_manifest_is_byte_identical_for_a_seed(tmp_path):
     assert all(v["test"] == 6 for v in split_counts(rows).values())
 
 
-@pytest.mark.parametrize(("preset", "expected"), [("70/30", (0.63, 0.07, 0.30)), ("80/10/10", (0.8, 0.1, 0.1))])
+@pytest.mark.parametrize(
+    ("preset", "expected"), [("70/30", (0.63, 0.07, 0.30)), ("80/10/10", (0.8, 0.1, 0.1))]
+)
 def test_presets_are_stratified(tmp_path, preset, expected):
     ds = load_dataset("folder", write_image_tree(tmp_path / "d", ["x", "y"], 50, size=8))
     counts = Counter(r.split for r in make_splits(ds, preset, seed=0))
@@ -85,5 +89,9 @@ def test_shared_ucmerced_has_exactly_the_known_quirks(ucmerced_dir):
     summary, _ = scan_dataset(load_dataset("ucmerced", ucmerced_dir))
     assert summary["n_images"] == 2100 and summary["n_classes"] == 21 and not summary["corrupt"]
     assert len(summary["odd_size"]) == 44
-    assert {o["path"].split("/")[-1].split(".")[0] for o in summary["odd_size"]} >= {f"overpass{i}" for i in range(64, 72)}
-    assert [[p.split("/")[-1].split(".")[0] for p in g] for g in summary["duplicate_groups"]] == [["airplane01", "airplane02"]]
+    assert {o["path"].split("/")[-1].split(".")[0] for o in summary["odd_size"]} >= {
+        f"overpass{i}" for i in range(64, 72)
+    }
+    assert [[p.split("/")[-1].split(".")[0] for p in g] for g in summary["duplicate_groups"]] == [
+        ["airplane01", "airplane02"]
+    ]

@@ -38,23 +38,47 @@ def test_partial_fine_tune_on_cached_views_learns_and_repeats():
         return train_model(model, spec, info.mean, info.std, train, val, test, 3, cfg)
 
     result = run()
-    assert result.cut == len(result.model.blocks) - spec.trainable_blocks and result.cache_engine == "onnxruntime"
+    assert (
+        result.cut == len(result.model.blocks) - spec.trainable_blocks
+        and result.cache_engine == "onnxruntime"
+    )
     assert result.test_probs.shape == (8, 12, 3) and np.allclose(result.test_probs.sum(-1), 1, atol=1e-5)
     assert len(result.history) == 3 and 1 <= result.best_epoch <= 3
-    assert result.history[result.best_epoch - 1]["val_accuracy"] == max(h["val_accuracy"] for h in result.history)
+    assert result.history[result.best_epoch - 1]["val_accuracy"] == max(
+        h["val_accuracy"] for h in result.history
+    )
     assert (result.test_probs.mean(0).argmax(1) == test.labels.numpy()).mean() >= 0.9
     assert result.trainable_params < sum(p.numel() for p in result.model.parameters())
     again = run()
-    assert [h["train_loss"] for h in again.history] == pytest.approx([h["train_loss"] for h in result.history], rel=1e-4)
+    assert [h["train_loss"] for h in again.history] == pytest.approx(
+        [h["train_loss"] for h in result.history], rel=1e-4
+    )
 
 
 def test_scratch_training_runs_on_images_with_early_stopping():
     spec = MODELS["simple_cnn"]
     model = build_classifier("simple_cnn", 3)
-    cfg = TrainConfig(strategy="scratch", epochs=6, patience=1, scheduler="plateau", augmentation="light", tta=False,
-                      batch_size=8, class_weights=True)
-    result = train_model(model, spec, (0.5,) * 3, (0.25,) * 3, colour_split(6, 32, 0), colour_split(2, 32, 1),
-                         colour_split(2, 32, 2), 3, cfg)
+    cfg = TrainConfig(
+        strategy="scratch",
+        epochs=6,
+        patience=1,
+        scheduler="plateau",
+        augmentation="light",
+        tta=False,
+        batch_size=8,
+        class_weights=True,
+    )
+    result = train_model(
+        model,
+        spec,
+        (0.5,) * 3,
+        (0.25,) * 3,
+        colour_split(6, 32, 0),
+        colour_split(2, 32, 1),
+        colour_split(2, 32, 2),
+        3,
+        cfg,
+    )
     assert result.cut == 0 and result.cache_engine == "none" and result.test_probs.shape == (1, 6, 3)
     assert 2 <= len(result.history) <= 6
 
@@ -95,4 +119,6 @@ def test_predictions_round_trip_and_gallery(tmp_path):
     loaded = Predictions.load(pred.save(tmp_path / "p.npz"))
     assert np.array_equal(loaded.probs, probs) and loaded.classes == ["a", "b", "c"]
     assert [g["path"] for g in misclassified(loaded)] == ["p2"]
-    assert misclassified(loaded, use_tta=True) == [{"path": "p2", "true": "c", "predicted": "b", "confidence": 0.5}]
+    assert misclassified(loaded, use_tta=True) == [
+        {"path": "p2", "true": "c", "predicted": "b", "confidence": 0.5}
+    ]

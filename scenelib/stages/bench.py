@@ -55,9 +55,12 @@ def benchmark_stage(run: RunDir, threads: int, quick: bool = False) -> dict:
             latency.setdefault(name, {})[f"threads_{n_threads}"] = t.summary()
     torch.set_num_threads(threads)
     batch_calls = {
-        name: torch_infer(m, torch.randn(THROUGHPUT_BATCH, 3, size, size)) for name, (m, size) in models.items()
+        name: torch_infer(m, torch.randn(THROUGHPUT_BATCH, 3, size, size))
+        for name, (m, size) in models.items()
     }
-    for name, t in time_interleaved(batch_calls, warmup=1, rounds=2 if quick else 4, runs_per_round=1).items():
+    for name, t in time_interleaved(
+        batch_calls, warmup=1, rounds=2 if quick else 4, runs_per_round=1
+    ).items():
         cost[name]["throughput_ips"] = THROUGHPUT_BATCH / (t.median / 1000.0)
     record = {
         "machine": machine_info(),
@@ -73,10 +76,19 @@ def benchmark_stage(run: RunDir, threads: int, quick: bool = False) -> dict:
     for name, r in record["models"].items():
         main = r["latency"][f"threads_{threads}"]
         auc = r["metrics"]["single"]["roc_auc_macro"]
-        rows.append({
-            "model": name, "variant": "fp32", "latency_ms_b1": main["median_ms"], "latency_p90_ms_b1": main["p90_ms"],
-            "throughput_ips": r["throughput_ips"], "params": r["params"], "macs": r["macs"], "size_mb": r["size_mb"],
-            "peak_mem_mb": r["size_mb"] + (r["peak_activation_mb"] or 0.0), "roc_auc": auc,
-        })
+        rows.append(
+            {
+                "model": name,
+                "variant": "fp32",
+                "latency_ms_b1": main["median_ms"],
+                "latency_p90_ms_b1": main["p90_ms"],
+                "throughput_ips": r["throughput_ips"],
+                "params": r["params"],
+                "macs": r["macs"],
+                "size_mb": r["size_mb"],
+                "peak_mem_mb": r["size_mb"] + (r["peak_activation_mb"] or 0.0),
+                "roc_auc": auc,
+            }
+        )
     run.upsert_results(rows)
     return record

@@ -52,8 +52,15 @@ def _ort_runner(session) -> Runner:
 TTA_BUDGET_S = 60.0  # a variant slower than this over all test views is evaluated on the plain view only
 
 
-def quantize_model(run: RunDir, name: str, threads: int, n_calibration: int, quick: bool, seed: int,
-                   tta_budget_s: float = TTA_BUDGET_S) -> dict:
+def quantize_model(
+    run: RunDir,
+    name: str,
+    threads: int,
+    n_calibration: int,
+    quick: bool,
+    seed: int,
+    tta_budget_s: float = TTA_BUDGET_S,
+) -> dict:
     """Build, evaluate and time the variants of one model; a variant that fails is recorded, not fatal."""
     model, meta = load_checkpoint(run.checkpoint(name))
     train = read_json(run.train_json(name))
@@ -64,8 +71,13 @@ def quantize_model(run: RunDir, name: str, threads: int, n_calibration: int, qui
     test_views = views(aug, size, seed)[: train.get("tta_views", 1)]
     calibration = calibration_batch(run, n_calibration, size, mean, std, seed)
     reference = Predictions.load(run.predictions(name, "fp32"))
-    info: dict = {"model": name, "calibration_images": len(calibration), "calibration_source": "train split",
-                  "variants": {}, "notes": []}
+    info: dict = {
+        "model": name,
+        "calibration_images": len(calibration),
+        "calibration_source": "train split",
+        "variants": {},
+        "notes": [],
+    }
     runners: dict[str, Runner] = {}
     calls: dict[str, Callable] = {"fp32": torch_infer(model, torch.randn(1, 3, size, size))}
     sizes = {"fp32": file_mb(run.checkpoint(name))}
@@ -81,7 +93,9 @@ def quantize_model(run: RunDir, name: str, threads: int, n_calibration: int, qui
             info["variants"][variant] = {"status": msg}
 
     def build_onnx_fp32():
-        info["onnx_max_abs_diff"] = export_onnx(model, size, run.onnx_fp32(name), calibration[:8].numpy(), threads)
+        info["onnx_max_abs_diff"] = export_onnx(
+            model, size, run.onnx_fp32(name), calibration[:8].numpy(), threads
+        )
         session = ort_session(str(run.onnx_fp32(name)), threads)
         return _ort_runner(session), onnx_infer(session, x1), file_mb(run.onnx_fp32(name))
 
@@ -118,24 +132,49 @@ def quantize_model(run: RunDir, name: str, threads: int, n_calibration: int, qui
                 f"TTA not evaluated: {len(test_views)} views would take about "
                 f"{single_seconds * len(test_views):.0f} s (budget {tta_budget_s:.0f} s)"
             )
-        Predictions(probs, reference.labels, reference.paths, reference.classes).save(run.predictions(name, variant))
+        Predictions(probs, reference.labels, reference.paths, reference.classes).save(
+            run.predictions(name, variant)
+        )
         info["variants"][variant]["eval_seconds"] = time.perf_counter() - start
     timings = time_interleaved(calls, warmup=3, rounds=3 if quick else 10, runs_per_round=3)
     base = timings["fp32"].median
     rows = []
     for variant in VARIANTS:
         entry = info["variants"].setdefault(variant, {"status": "failed: not built"})
-        row = {"model": name, "variant": variant, "status": entry["status"], "weights": train["weights"],
-               "strategy": train["strategy"]}
+        row = {
+            "model": name,
+            "variant": variant,
+            "status": entry["status"],
+            "weights": train["weights"],
+            "strategy": train["strategy"],
+        }
         if entry["status"] == "ok":
             pred = Predictions.load(run.predictions(name, variant))
             acc, f1 = accuracy_and_f1(pred.single, pred.labels)
             acc_tta, f1_tta = accuracy_and_f1(pred.tta, pred.labels) if pred.tta is not None else (None, None)
             t = timings[variant]
-            entry.update({"accuracy": acc, "macro_f1": f1, "accuracy_tta": acc_tta, "macro_f1_tta": f1_tta,
-                          "latency": t.summary(), "size_mb": sizes[variant], "speedup_vs_fp32": base / t.median})
-            row.update({"accuracy": acc, "accuracy_tta": acc_tta, "macro_f1": f1, "macro_f1_tta": f1_tta,
-                        "size_mb": sizes[variant], "params": train["params"], "train_seconds": train["train_seconds"]})
+            entry.update(
+                {
+                    "accuracy": acc,
+                    "macro_f1": f1,
+                    "accuracy_tta": acc_tta,
+                    "macro_f1_tta": f1_tta,
+                    "latency": t.summary(),
+                    "size_mb": sizes[variant],
+                    "speedup_vs_fp32": base / t.median,
+                }
+            )
+            row.update(
+                {
+                    "accuracy": acc,
+                    "accuracy_tta": acc_tta,
+                    "macro_f1": f1,
+                    "macro_f1_tta": f1_tta,
+                    "size_mb": sizes[variant],
+                    "params": train["params"],
+                    "train_seconds": train["train_seconds"],
+                }
+            )
             if variant != "fp32":  # the fp32 row's latency comes from the benchmark stage
                 row.update({"latency_ms_b1": t.median, "latency_p90_ms_b1": t.p90})
         rows.append(row)
@@ -156,18 +195,33 @@ def variants_frame(record: dict) -> pd.DataFrame:
         for variant in VARIANTS:
             e = info["variants"].get(variant, {})
             lat = e.get("latency", {})
-            rows.append({"model": name, "variant": variant, "status": e.get("status"), "accuracy": e.get("accuracy"),
-                         "accuracy_tta": e.get("accuracy_tta"), "drop_pt": e.get("drop_pt"),
-                         "drop_tta_pt": e.get("drop_tta_pt"), "latency_ms": lat.get("median_ms"),
-                         "p90_ms": lat.get("p90_ms"), "speedup": e.get("speedup_vs_fp32"), "size_mb": e.get("size_mb")})
+            rows.append(
+                {
+                    "model": name,
+                    "variant": variant,
+                    "status": e.get("status"),
+                    "accuracy": e.get("accuracy"),
+                    "accuracy_tta": e.get("accuracy_tta"),
+                    "drop_pt": e.get("drop_pt"),
+                    "drop_tta_pt": e.get("drop_tta_pt"),
+                    "latency_ms": lat.get("median_ms"),
+                    "p90_ms": lat.get("p90_ms"),
+                    "speedup": e.get("speedup_vs_fp32"),
+                    "size_mb": e.get("size_mb"),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def quantize_stage(run: RunDir, threads: int, calibration_images: int = 256, quick: bool = False,
-                   seed: int = 0) -> dict:
+def quantize_stage(
+    run: RunDir, threads: int, calibration_images: int = 256, quick: bool = False, seed: int = 0
+) -> dict:
     torch.set_num_threads(threads)
-    record = {"threads": threads, "protocol": "batch 1, interleaved with fp32 in the same run; speed-up = "
-              "fp32 median / variant median", "models": {}}
+    record = {
+        "threads": threads,
+        "protocol": "batch 1, interleaved with fp32 in the same run; speed-up = fp32 median / variant median",
+        "models": {},
+    }
     for name in run.trained_models():
         record["models"][name] = quantize_model(run, name, threads, calibration_images, quick, seed)
     write_json(run.quantization_json, record)

@@ -43,39 +43,79 @@ def train_stage(
     model_name: str,
     strategy: str = "auto",
     weights: str = "auto",
-    epochs: int = 8,
+    epochs: int = 12,
     lr: float = 1e-3,
     batch_size: int = 32,
     augmentation: str = "aerial",
     tta: bool = True,
     seed: int = 0,
     threads: int | None = None,
+    **options,
 ) -> TrainingOutcome:
+    """Train ``model_name``; ``options`` are further ``TrainConfig`` fields (label_smoothing, scheduler,
+    trainable_blocks, class_weights, patience, weight_decay) and ``head`` (a ``HeadConfig``)."""
     if threads:
         torch.set_num_threads(threads)
     spec = check_model_name(model_name)
     strategy = resolve_strategy(strategy, weights, spec.default_strategy)
-    cfg = TrainConfig(strategy=strategy, epochs=epochs, lr=lr, batch_size=batch_size, augmentation=augmentation,
-                      tta=tta, seed=seed)
+    cfg = TrainConfig(
+        strategy=strategy,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        augmentation=augmentation,
+        tta=tta,
+        seed=seed,
+        **options,
+    )
     cfg.check()
     arch, info = load_pretrained(spec, "none" if strategy == "scratch" else weights)
     classes = class_names(read_manifest(run.splits_csv))
     model = to_scene_classifier(spec, arch, len(classes), cfg.head)
     splits = {s: load_split(run, s, spec.input_size) for s in ("train", "val", "test")}
-    result = train_model(model, spec, info.mean, info.std, splits["train"][0], splits["val"][0],
-                         splits["test"][0], len(classes), cfg)
+    result = train_model(
+        model,
+        spec,
+        info.mean,
+        info.std,
+        splits["train"][0],
+        splits["val"][0],
+        splits["test"][0],
+        len(classes),
+        cfg,
+    )
     test_data, test_paths = splits["test"]
     predictions = Predictions(result.test_probs, test_data.labels.numpy(), np.asarray(test_paths), classes)
     predictions.save(run.predictions(model_name, "fp32"))
-    save_checkpoint(run.checkpoint(model_name), result.model, model_name, classes, cfg.head, spec.input_size,
-                    info.mean, info.std)
+    save_checkpoint(
+        run.checkpoint(model_name),
+        result.model,
+        model_name,
+        classes,
+        cfg.head,
+        spec.input_size,
+        info.mean,
+        info.std,
+    )
     write_json(run.history_json(model_name), result.history)
-    return TrainingOutcome(model_name, result, info, predictions, _summarize(run, model_name, cfg, info, result,
-                                                                              predictions, spec.input_size))
+    return TrainingOutcome(
+        model_name,
+        result,
+        info,
+        predictions,
+        _summarize(run, model_name, cfg, info, result, predictions, spec.input_size),
+    )
 
 
-def _summarize(run: RunDir, name: str, cfg: TrainConfig, info: WeightsInfo, result: TrainResult,
-               pred: Predictions, size: int) -> dict:
+def _summarize(
+    run: RunDir,
+    name: str,
+    cfg: TrainConfig,
+    info: WeightsInfo,
+    result: TrainResult,
+    pred: Predictions,
+    size: int,
+) -> dict:
     acc, f1 = accuracy_and_f1(pred.single, pred.labels)
     acc_tta, f1_tta = accuracy_and_f1(pred.tta, pred.labels) if pred.tta is not None else (None, None)
     best = result.history[result.best_epoch - 1]
@@ -111,10 +151,22 @@ def _summarize(run: RunDir, name: str, cfg: TrainConfig, info: WeightsInfo, resu
         "config": cfg.as_dict(),
     }
     write_json(run.train_json(name), summary)
-    run.upsert_results([{
-        "model": name, "variant": "fp32", "status": "ok", "weights": info.label, "strategy": cfg.strategy,
-        "accuracy": acc, "accuracy_tta": acc_tta, "macro_f1": f1, "macro_f1_tta": f1_tta,
-        "params": summary["params"], "trainable_params": result.trainable_params,
-        "train_seconds": summary["train_seconds"],
-    }])
+    run.upsert_results(
+        [
+            {
+                "model": name,
+                "variant": "fp32",
+                "status": "ok",
+                "weights": info.label,
+                "strategy": cfg.strategy,
+                "accuracy": acc,
+                "accuracy_tta": acc_tta,
+                "macro_f1": f1,
+                "macro_f1_tta": f1_tta,
+                "params": summary["params"],
+                "trainable_params": result.trainable_params,
+                "train_seconds": summary["train_seconds"],
+            }
+        ]
+    )
     return summary
