@@ -94,15 +94,18 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[
         labels, pred, labels=all_labels, average="weighted", zero_division=0
     )
     try:
-        auc = float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=all_labels))
+        if len(classes) == 2:  # scikit-learn wants the positive class's score alone
+            auc = float(roc_auc_score(labels, probs[:, 1]))
+        else:
+            auc = float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=all_labels))
     except ValueError:  # a class absent from this test set (tiny or quick runs)
         auc = None
     cm = confusion_matrix(labels, pred, labels=all_labels)
     ece, bins = expected_calibration_error(probs, labels)
     return {
         "accuracy": float(accuracy_score(labels, pred)),
-        "top5_accuracy": float(
-            top_k_accuracy_score(labels, probs, k=min(5, len(classes)), labels=all_labels)
+        "top5_accuracy": (  # meaningless (always 1) with 5 classes or fewer
+            float(top_k_accuracy_score(labels, probs, k=5, labels=all_labels)) if len(classes) > 5 else None
         ),
         "macro_precision": float(p_macro),
         "macro_recall": float(r_macro),

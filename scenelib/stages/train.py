@@ -11,7 +11,7 @@ from ..evaluation import Predictions, accuracy_and_f1
 from ..models import check_model_name, save_checkpoint, to_scene_classifier
 from ..rundir import RunDir, write_json
 from ..splits import class_names, read_manifest, split_rows
-from ..training import SplitData, TrainConfig, TrainResult, train_model
+from ..training import SplitData, TrainConfig, TrainResult, seed_everything, train_model
 from ..transforms import decode_images
 from ..weights import WeightsInfo, load_pretrained
 
@@ -69,6 +69,7 @@ def train_stage(
         **options,
     )
     cfg.check()
+    seed_everything(seed)  # the new head's initial weights, too
     arch, info = load_pretrained(spec, "none" if strategy == "scratch" else weights)
     classes = class_names(read_manifest(run.splits_csv))
     model = to_scene_classifier(spec, arch, len(classes), cfg.head)
