@@ -7,6 +7,7 @@ MACs come from ptflops, which counts multiply-accumulates (1 GMac = 1e9 MACs, ab
 
 from __future__ import annotations
 
+import ctypes
 import io
 import os
 import platform
@@ -117,21 +118,32 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
+def _release_free_heap() -> None:
+    """Hand memory that malloc keeps cached back to the OS (glibc), so the next peak is a real one."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_activation_mb(model: nn.Module, x: torch.Tensor) -> float | None:
     """Memory the process grows by during one forward pass (activations and workspace), in MB.
 
-    Linux: reset the peak-RSS counter (``/proc/self/clear_refs``), run, read ``VmHWM``. None elsewhere.
+    Linux: after a warm-up call, release malloc's cached memory, reset the peak-RSS counter
+    (``/proc/self/clear_refs``), run once and read ``VmHWM``. None where that is not available.
     """
+    model = model.eval()
+    with torch.inference_mode():
+        model(x)  # warm-up: first-call allocations are not inference memory
+    _release_free_heap()
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
     except OSError:
         return None
-    with torch.inference_mode():
-        model.eval()(x)  # warm-up: first-call allocations are not inference memory
     before = _status_kb("VmRSS")
     with torch.inference_mode():
-        model.eval()(x)
+        model(x)
     peak = _status_kb("VmHWM")
     if before is None or peak is None:
         return None

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from scenelib import quantization
-from scenelib.benchmark import count_macs, state_dict_mb, time_interleaved
+from scenelib.benchmark import count_macs, peak_activation_mb, state_dict_mb, time_interleaved
 from scenelib.features import ort_session
 from scenelib.models import build_classifier
 from scenelib.quantization import (
@@ -44,6 +44,16 @@ def test_macs_of_known_layers_equal_the_hand_count():
     linear = nn.Sequential(nn.Flatten(), nn.Linear(3 * 2 * 2, 5, bias=False))
     assert count_macs(linear, 2) == 12 * 5
     assert state_dict_mb(linear) > 60 * 4 / 1e6
+
+
+def test_peak_memory_sees_a_large_activation():
+    big = nn.Sequential(nn.Conv2d(3, 64, 1), nn.ReLU())  # 64 x 512 x 512 fp32 output = 67 MB
+    small = nn.Sequential(nn.Conv2d(3, 4, 1))
+    x = torch.randn(1, 3, 512, 512)
+    peak_big = peak_activation_mb(big, x)
+    if peak_big is None:
+        pytest.skip("peak RSS cannot be reset on this system")
+    assert peak_big > 50 and peak_activation_mb(small, x) < peak_big / 3
 
 
 @pytest.fixture(scope="module")
