@@ -7,6 +7,7 @@ MACs come from ptflops, which counts multiply-accumulates (1 GMac = 1e9 MACs, ab
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import io
 import os
@@ -120,10 +121,8 @@ def _status_kb(field: str) -> int | None:
 
 def _release_free_heap() -> None:
     """Hand memory that malloc keeps cached back to the OS (glibc), so the next peak is a real one."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: measure as is
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def peak_activation_mb(model: nn.Module, x: torch.Tensor) -> float | None:

@@ -124,13 +124,27 @@ def freeze_same_padding(model: nn.Module, size: int) -> nn.Module:
     return model
 
 
+def plain_batchnorm(model: nn.Module) -> nn.Module:
+    """Replace timm's ``BatchNormAct2d`` (BatchNorm and activation in one module, traced by FX as a bare
+    ``F.batch_norm`` call) by ``BatchNorm2d`` + activation, so FX fuses BatchNorm into the convolution."""
+    for name, m in list(model.named_modules()):
+        if type(m).__name__ != "BatchNormAct2d":
+            continue
+        bn = nn.BatchNorm2d(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats)
+        bn.load_state_dict({k: v for k, v in m.state_dict().items() if "." not in k})
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, nn.Sequential(bn, m.drop, m.act).eval())
+    return model
+
+
 def quantize_torch(model: nn.Module, size: int, calibration: torch.Tensor) -> nn.Module:
     """FX static PTQ for x86, calibrated on ``calibration`` (normalised images)."""
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     torch.backends.quantized.engine = "x86"
-    float_model = freeze_same_padding(copy.deepcopy(model).eval(), size)
+    float_model = plain_batchnorm(freeze_same_padding(copy.deepcopy(model).eval(), size)).eval()
     # x86 defaults: histogram observer with 7-bit activations (reduce_range), per-channel weights. Full 8-bit
     # activations look tempting on VNNI CPUs, but fbgemm's kernels then saturate: measured here, MobileNetV2
     # fell to chance level.
