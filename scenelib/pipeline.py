@@ -369,7 +369,16 @@ def run_pipeline(cfg: RunConfig) -> int:
     quick = {"quick": cfg.quick}
     for stage, params in (
         ("03_benchmark", {**common, **quick}),
-        ("04_quantize", {**common, **quick, "calibration_images": cfg.calibration_images}),
+        (
+            "04_quantize",
+            {
+                **common,
+                **quick,
+                "calibration_images": min(cfg.calibration_images, 32)
+                if cfg.quick
+                else cfg.calibration_images,
+            },
+        ),
     ):
         failed |= runner.stage(stage, params, inputs=trained).status.startswith("failed")
     report = runner.stage("05_report", {"run_dir": str(run.root)}, inputs=_fingerprint([run.results_csv]))

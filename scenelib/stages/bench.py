@@ -48,7 +48,7 @@ def benchmark_stage(run: RunDir, threads: int, quick: bool = False) -> dict:
             "peak_activation_mb": peak_activation_mb(model, x1),
         }
     latency: dict[str, dict] = {}
-    for n_threads in sorted({threads, 1}, reverse=True):
+    for n_threads in [threads] if quick else sorted({threads, 1}, reverse=True):
         torch.set_num_threads(n_threads)
         timings = time_interleaved(calls, warmup=3, rounds=rounds, runs_per_round=3)
         for name, t in timings.items():
