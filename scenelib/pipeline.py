@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import platform
 import shutil
 import sys
@@ -123,8 +124,6 @@ def parse_config(argv: list[str]) -> RunConfig:
         raise UsageError("--resume and --force exclude each other")
     if args.resume and not args.output:
         raise UsageError("--resume needs --output pointing at the run directory to continue")
-    import os
-
     data_dir = resolve_data_dir(args.data_dir)
     output = (
         Path(args.output)
