@@ -49,16 +49,35 @@ class OfflineWeights:
     head_prefix: str = "classifier."  # keys of the classification head in ``architecture``
 
 
-def load_into(model: torch.nn.Module, weights: OfflineWeights) -> None:
-    """Load ``weights`` into ``model``: strict with a head, otherwise only the head may be missing."""
-    state = weights.load()
-    if weights.includes_imagenet_head:
-        model.load_state_dict(state, strict=True)
-        return
-    result = model.load_state_dict(state, strict=False)
-    stray = [k for k in result.missing_keys if not k.startswith(weights.head_prefix)]
-    if stray or result.unexpected_keys:
-        raise OfflineWeightsError(f"{weights.model}: missing {stray}, unexpected {result.unexpected_keys}")
+HEAD_PREFIXES = ("fc.", "classifier.", "AuxLogits.", "head.", "last_linear.")
+
+
+def load_backbone(arch: torch.nn.Module, state: dict, what: str) -> None:
+    """Load every backbone tensor, strictly: only the ImageNet classifier may be missing, extra or of
+    another shape. Anything else (a ResNet-101 file for a ResNet-50, a checkpoint of another model) is an
+    error naming the keys, never a silent partial load."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(
+            f"{what} is not a state dict: expected a mapping of parameter names to tensors, as written by "
+            "torch.save(model.state_dict(), path)"
+        )
+    own = arch.state_dict()
+    head = tuple(p for p in HEAD_PREFIXES if any(k.startswith(p) for k in own))
+
+    def body(keys):
+        return [k for k in keys if not k.startswith(head)]
+
+    missing = body(k for k in own if k not in state)
+    extra = body(k for k in state if k not in own)
+    shaped = body(k for k in own if k in state and own[k].shape != state[k].shape)
+    if missing or extra or shaped:
+        parts = [
+            f"{label} {len(keys)} (e.g. {', '.join(keys[:3])})"
+            for label, keys in (("missing", missing), ("unexpected", extra), ("mis-shaped", shaped))
+            if keys
+        ]
+        raise ValueError(f"{what} does not fit {type(arch).__name__}: {'; '.join(parts)}")
+    arch.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
 
 
 def _installed(module: str, dist: str) -> tuple[Path, str] | None:
@@ -124,7 +143,7 @@ def _mobilenet_v2() -> OfflineWeights | None:
 
     def load() -> dict[str, torch.Tensor]:
         """The 312 ``features.*`` entries of torchvision ``mobilenet_v2`` (conv weights, BN affine, running
-        stats, num_batches_tracked), no ``classifier.*``: load with ``load_into`` or ``strict=False``, which
+        stats, num_batches_tracked), no ``classifier.*``: load with ``load_backbone`` or ``strict=False``, which
         leaves exactly ``classifier.1.weight`` and ``classifier.1.bias`` (the caller's new head) missing.
         """
         import torchvision

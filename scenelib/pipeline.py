@@ -8,172 +8,65 @@ only what changed or failed.
 
 from __future__ import annotations
 
-import argparse
+import errno
 import hashlib
-import os
 import platform
-import shutil
 import sys
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 
-from .datasets import DatasetNotFoundError, check_dataset_name, load_dataset, resolve_data_dir
-from .models import DEFAULT_MODELS, QUICK_MODELS, STRATEGIES, check_model_name
-from .rundir import RunDir, now_iso, read_json, write_json
-from .splits import SPLIT_PRESETS
-from .transforms import AUGMENTATIONS
+from .cli import REPO, RunConfig, UsageError, parse_config
+from .datasets import DatasetNotFoundError, load_dataset
+from .executors import NOTEBOOKS, LocalExecutor, describe_failure
+from .rundir import (
+    RunDir,
+    RunDirError,
+    RunLock,
+    check_can_start_over,
+    create_run_dir,
+    now_iso,
+    point_link,
+    read_json,
+    start_over,
+    write_json,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = REPO / "notebooks"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STAGES = ("01_explore_data", "02_train_model", "03_benchmark", "04_quantize", "05_report")
 QUICK_IMAGES_PER_CLASS = 10
+__all__ = ["NOTEBOOKS", "STAGES", "main", "run_pipeline", "RunConfig"]
 
 
-class UsageError(ValueError):
-    """Bad command-line input: reported in one line, exit code 2, nothing written."""
+def _protected(cfg: RunConfig) -> list[Path]:
+    """Folders --force must never delete, nor any folder holding them."""
+    return [REPO, Path(cfg.data_dir), Path.home(), Path("/")]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="run_all.py",
-        description="Explore, train, benchmark, quantize and report, as executed notebooks in one run directory.",
-    )
-    p.add_argument(
-        "--dataset", required=True, help="dataset name (ucmerced, intel, eurosat, cifar10, folder)"
-    )
-    p.add_argument("--data-dir", help="data folder (default: $SCENELIB_DATA_DIR, else ./data)")
-    p.add_argument("--models", default="auto", help="comma-separated model names, or 'auto'")
-    p.add_argument("--epochs", type=int, help="training epochs (default 12; 1 with --quick)")
-    p.add_argument("--output", help="run directory (default reports/<dataset>/<timestamp>)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime (default: all cores)"
-    )
-    p.add_argument(
-        "--quick", action="store_true", help="smoke run: 2 small models, 1 epoch, a few images per class"
-    )
-    p.add_argument("--force", action="store_true", help="start an existing --output directory over")
-    p.add_argument("--resume", action="store_true", help="continue an existing --output directory")
-    p.add_argument("--split", help=f"split preset: {', '.join(SPLIT_PRESETS)} (default: the dataset's)")
-    p.add_argument("--strategy", default="auto", help=f"{', '.join(STRATEGIES)}, or auto (per model)")
-    p.add_argument("--weights", default="auto", help="auto, torchvision, offline, none, or a state-dict file")
-    p.add_argument("--augmentation", default="auto", help=f"{', '.join(AUGMENTATIONS)}, or auto")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--no-tta", action="store_true", help="no test-time augmentation")
-    p.add_argument(
-        "--calibration-images", type=int, default=256, help="training images used to calibrate INT8"
-    )
-    p.add_argument("--download", action="store_true", help="download the dataset if missing (needs internet)")
-    return p
-
-
-@dataclass
-class RunConfig:
-    dataset: str
-    data_dir: str
-    models: list[str]
-    explicit_models: bool
-    epochs: int
-    seed: int
-    threads: int
-    quick: bool
-    split: str
-    strategy: str
-    weights: str
-    augmentation: str
-    lr: float
-    batch_size: int
-    tta: bool
-    calibration_images: int
-    download: bool
-    output: Path
-    resume: bool
-    force: bool
-    argv: list[str] = field(default_factory=list)
-
-
-def parse_config(argv: list[str]) -> RunConfig:
-    """Validate everything before anything is written."""
-    args = build_parser().parse_args(argv)
-    try:
-        check_dataset_name(args.dataset)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if args.models == "auto":
-        models, explicit = list(QUICK_MODELS if args.quick else DEFAULT_MODELS), False
-    else:
-        models, explicit = [m.strip() for m in args.models.split(",") if m.strip()], True
-    for m in models:
-        try:
-            check_model_name(m)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    if args.strategy not in (*STRATEGIES, "auto"):
-        raise UsageError(f"unknown strategy {args.strategy!r}; valid: auto, {', '.join(STRATEGIES)}")
-    if args.augmentation not in (*AUGMENTATIONS, "auto"):
-        raise UsageError(
-            f"unknown augmentation {args.augmentation!r}; valid: auto, {', '.join(AUGMENTATIONS)}"
-        )
-    if args.split and args.split not in SPLIT_PRESETS:
-        raise UsageError(f"unknown split preset {args.split!r}; valid: {', '.join(SPLIT_PRESETS)}")
-    if args.resume and args.force:
-        raise UsageError("--resume and --force exclude each other")
-    if args.resume and not args.output:
-        raise UsageError("--resume needs --output pointing at the run directory to continue")
-    data_dir = resolve_data_dir(args.data_dir)
-    output = (
-        Path(args.output)
-        if args.output
-        else REPO / "reports" / args.dataset / datetime.now().strftime("%Y%m%d-%H%M%S")
-    )
-    return RunConfig(
-        dataset=args.dataset,
-        data_dir=str(data_dir),
-        models=models,
-        explicit_models=explicit,
-        epochs=args.epochs or (1 if args.quick else 12),
-        seed=args.seed,
-        threads=args.threads or os.cpu_count() or 1,
-        quick=args.quick,
-        split=args.split or "",
-        strategy=args.strategy,
-        weights=args.weights,
-        augmentation=args.augmentation,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        tta=not args.no_tta,
-        calibration_images=args.calibration_images,
-        download=args.download,
-        output=output.absolute(),
-        resume=args.resume,
-        force=args.force,
-        argv=list(argv),
-    )
-
-
-def prepare_run_dir(cfg: RunConfig) -> RunDir:
-    """Create the run directory; an existing one is only reused with --resume or wiped with --force."""
+def prepare_run_dir(cfg: RunConfig) -> tuple[RunDir, bool]:
+    """Create the run directory, or check that an existing one may be reused (--resume) or emptied
+    (--force); returns it and whether it must be emptied (done under the run's lock, ``run_pipeline``).
+    Only a directory scenelib created is ever emptied."""
     out = cfg.output
-    if out.exists() and any(out.iterdir()):
-        if cfg.force:
-            shutil.rmtree(out)
-        elif not cfg.resume:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--output {out} is a file, not a directory: choose a folder path")
+    if out.is_dir() and any(out.iterdir()):
+        if not (cfg.force or cfg.resume):
             raise UsageError(
                 f"{out} already exists: pass --resume to continue it or --force to start it over"
             )
-    elif cfg.resume:
+        if cfg.force:
+            check_can_start_over(out, _protected(cfg))
+        return RunDir(out), cfg.force
+    if cfg.resume:
         raise UsageError(f"--resume: {out} does not exist or is empty")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out = create_run_dir(out, unique=not cfg.output_given)
+    except OSError as exc:
+        raise UsageError(f"cannot create the run directory {out}: {exc.strerror or exc}") from None
     if out.parent.parent == REPO / "reports":
-        latest = out.parent / "latest"
-        if latest.is_symlink() or not latest.exists():
-            latest.unlink(missing_ok=True)
-            latest.symlink_to(out.name)
-    return RunDir(out)
+        point_link(out.parent / "latest", out.name)
+    return RunDir(out), False
 
 
 def _fingerprint(paths: list[Path]) -> str:
@@ -191,42 +84,12 @@ class StageOutcome:
     seconds: float
 
 
-def execute_notebook(stage: str, params: dict, output: Path) -> None:
-    """Run one Jupytext notebook through papermill; the executed copy (with any traceback) is kept."""
-    import jupytext
-    import papermill
-
-    nb = jupytext.read(NOTEBOOKS / f"{stage}.py")
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(
-        nb,
-        str(output),
-        parameters=params,
-        kernel_name="python3",
-        cwd=str(NOTEBOOKS),
-        progress_bar=False,
-        log_output=False,
-        start_timeout=180,
-        # ipykernel warns on every start that its local TCP socket is unencrypted; errors still show.
-        extra_arguments=["--IPKernelApp.log_level=ERROR"],
-    )
-
-
-def describe_failure(exc: Exception) -> tuple[str, str]:
-    """(exception name, one-line message) of a papermill execution error or any other exception."""
-    name = getattr(exc, "ename", type(exc).__name__)
-    value = str(getattr(exc, "evalue", exc)).strip().splitlines()
-    cell = getattr(exc, "exec_count", None)
-    where = f" (cell {cell})" if cell is not None else ""
-    return name, (value[0] if value else "")[:300] + where
-
-
 class Runner:
     """Runs the stages, logs one line per stage, records times and failures in run.json."""
 
     def __init__(self, cfg: RunConfig, run: RunDir, start: str) -> None:
         self.cfg, self.run, self.start = cfg, run, start
+        self.executor = LocalExecutor()
         self.outcomes: list[StageOutcome] = []
         self.t0 = time.perf_counter()
 
@@ -250,7 +113,7 @@ class Runner:
         self.log(f"{label}: running")
         start = time.perf_counter()
         try:
-            execute_notebook(stage, params, self.run.executed_notebook(stage, model))
+            self.executor.execute(stage, params, self.run.executed_notebook(stage, model))
             status = "ok"
         except Exception as exc:
             name, msg = describe_failure(exc)
@@ -316,7 +179,14 @@ def run_pipeline(cfg: RunConfig) -> int:
     except DatasetNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    run = prepare_run_dir(cfg)
+    run, reset = prepare_run_dir(cfg)
+    with RunLock(run.root):
+        if reset:
+            start_over(run.root, _protected(cfg))
+        return _run_stages(cfg, run, dataset)
+
+
+def _run_stages(cfg: RunConfig, run: RunDir, dataset) -> int:
     start = now_iso()
     runner = Runner(cfg, run, start)
     runner.log(f"run directory {run.root}")
@@ -431,9 +301,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(argv)
         return run_pipeline(cfg)
-    except UsageError as exc:
+    except (UsageError, RunDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM):
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot write{where}: {exc.strerror}; free space or choose another --output", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             "interrupted: finished stages are kept; continue with --resume --output <run dir>",

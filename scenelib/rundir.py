@@ -6,11 +6,14 @@ and a run can be resumed, re-rendered or audited from its files alone.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import math
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -66,12 +69,29 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_json(path: Path, data: Any) -> Path:
-    """Write JSON atomically (write to a temp file, then rename), so a killed run leaves no half file."""
+@contextlib.contextmanager
+def atomic_writer(path: Path, mode: str = "w", **kwargs):
+    """Open a uniquely named temp file beside ``path`` and rename it over ``path`` on success.
+
+    A killed or failing writer (disk full, read-only folder) leaves neither a half file nor a temp file, and
+    two writers of the same file never share a temp name."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write JSON atomically, so a killed run leaves no half file."""
+    text = json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n"
+    with atomic_writer(Path(path)) as fh:
+        fh.write(text)
     return path
 
 
@@ -211,14 +231,11 @@ class RunDir:
             table[key] = merged
         order = {v: i for i, v in enumerate(VARIANTS)}
         ordered = sorted(table.values(), key=lambda r: (r["model"], order[r["variant"]]))
-        tmp = self.results_csv.with_suffix(".csv.tmp")
-        self.root.mkdir(parents=True, exist_ok=True)
-        with tmp.open("w", newline="") as fh:
+        with atomic_writer(self.results_csv, newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS)
             writer.writeheader()
             for r in ordered:
                 writer.writerow({c: r.get(c, "") for c in RESULT_COLUMNS})
-        os.replace(tmp, self.results_csv)
 
 
 def _format_cell(value: Any) -> str:
@@ -229,3 +246,117 @@ def _format_cell(value: Any) -> str:
     if hasattr(value, "item") and callable(value.item):
         return _format_cell(value.item())
     return str(value)
+
+
+# -- creating, owning and locking a run directory ---------------------------------------------------------
+OWNER_MARKER = ".scenelib-run"
+
+
+class RunDirError(RuntimeError):
+    """A run directory cannot be created, reused or started over; the message says why and what to do."""
+
+
+def is_tool_run_dir(path: Path) -> bool:
+    """True if scenelib created ``path`` (its marker file is there)."""
+    return (Path(path) / OWNER_MARKER).is_file()
+
+
+def _claim(path: Path) -> None:
+    write_json(path / OWNER_MARKER, {"created_by": "scenelib", "created": now_iso()})
+
+
+def create_run_dir(path: Path, unique: bool = False) -> Path:
+    """Make a new, empty run directory owned by scenelib; never reuse one that exists.
+
+    ``unique``: if ``path`` exists (two runs started in the same second), use ``path-2``, ``path-3``, ...
+    """
+    path = Path(path)
+    for n in range(1, 1000):
+        candidate = path if n == 1 else path.with_name(f"{path.name}-{n}")
+        try:
+            candidate.parent.mkdir(parents=True, exist_ok=True)
+            candidate.mkdir()
+        except FileExistsError:
+            if candidate.is_dir() and not any(candidate.iterdir()) and not unique:
+                _claim(candidate)  # an empty folder the user made for the run
+                return candidate
+            if unique:
+                continue
+            raise
+        _claim(candidate)
+        return candidate
+    raise RunDirError(f"could not find a free run directory name next to {path}")
+
+
+def check_can_start_over(path: Path, protected: Iterable[Path]) -> Path:
+    """Raise ``RunDirError`` unless ``path`` is a run directory scenelib created that holds no protected
+    path (the repository, the data folder, the user's home)."""
+    path = Path(path).resolve()
+    for keep in protected:
+        keep = Path(keep).resolve()
+        if keep == path or path in keep.parents:
+            raise RunDirError(f"--force refuses to delete {path}: it contains {keep}")
+    if not is_tool_run_dir(path):
+        raise RunDirError(
+            f"--force refuses to delete {path}: it is not a run directory created by scenelib "
+            f"(no {OWNER_MARKER} file). Choose a new --output, or delete the folder yourself"
+        )
+    return path
+
+
+def start_over(path: Path, protected: Iterable[Path]) -> Path:
+    """``--force``: empty a run directory scenelib created (``check_can_start_over``); refuse anything
+    else. The run's lock file stays (the caller holds it)."""
+    path = check_can_start_over(path, protected)
+    for child in path.iterdir():
+        if child.name == ".lock":  # held by this process (see RunLock)
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    _claim(path)
+    return path
+
+
+def point_link(link: Path, target: str) -> None:
+    """Make ``link`` a symlink to ``target`` atomically (a reader never sees it missing)."""
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+
+
+class RunLock:
+    """An exclusive lock on a run directory for the lifetime of one writer (``flock`` on ``.lock``).
+
+    A second ``run_all.py`` on the same directory stops at once with one line instead of interleaving its
+    writes with the first's. The lock dies with the process, so a killed run never leaves a stale lock."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = Path(root) / ".lock"
+        self._fh = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        self._fh = self.path.open("a+")
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.seek(0)
+            holder = self._fh.read().strip() or "another process"
+            self._fh.close()
+            raise RunDirError(
+                f"{self.path.parent} is in use by {holder}: wait for it to finish, or choose another --output"
+            ) from None
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(f"pid {os.getpid()} since {now_iso()}\n")
+        self._fh.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fh is not None:
+            self._fh.close()

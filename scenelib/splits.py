@@ -59,10 +59,15 @@ def make_splits(
     seed: int = 0,
     exclude: set[str] | frozenset[str] = frozenset(),
     max_per_class: int | None = None,
+    groups: list[list[str]] | None = None,
 ) -> list[ManifestRow]:
     """Split the dataset's readable images; ``exclude`` holds paths the integrity scan found unreadable.
 
-    ``max_per_class`` keeps a seeded random subset of each class first (for quick smoke runs).
+    ``groups`` are sets of paths that must land on the same side (the integrity scan's pixel-identical
+    images): a model evaluated on the twin of a training image is not evaluated on unseen data. Each group is
+    split as one unit, stratified by its first member's class. ``max_per_class`` keeps a seeded random
+    subset of each class first (for quick smoke runs). Official splits are kept as published; see
+    ``twins_across``.
     """
     check_split_preset(preset, dataset)
     samples = [s for s in dataset.samples if str(s.path) not in exclude]
@@ -75,27 +80,52 @@ def make_splits(
             id(s) for group in by_class.values() for s in rng.sample(group, min(max_per_class, len(group)))
         }
         samples = [s for s in samples if id(s) in keep]
-    index = list(range(len(samples)))
-    labels = [s.label for s in samples]
+    # Units: one per duplicate group, one per other image; a unit's index is its first member's.
+    position = {str(s.path): i for i, s in enumerate(samples)}
+    members: dict[int, list[int]] = {i: [i] for i in range(len(samples))}
+    for group in groups or []:
+        found = sorted(position[p] for p in group if p in position)
+        for i in found[1:]:
+            members[found[0]].extend(members.pop(i))
+    index = sorted(members)
+    labels = {i: samples[i].label for i in index}
     assignment: dict[int, str] = {}
-    if preset == "official":
-        train_pool = [i for i in index if samples[i].official_split == "train"]
-        for i in index:
+    if preset == "official":  # the published split decides; twins within its train part stay together
+        for i in range(len(samples)):
             if samples[i].official_split != "train":
                 assignment[i] = "test"
+        members = {u: [i for i in m if samples[i].official_split == "train"] for u, m in members.items()}
+        members = {m[0]: m for m in members.values() if m}
+        train_pool = sorted(members)
+        labels = {i: samples[i].label for i in train_pool}
         val_fraction = OFFICIAL_VAL_FRACTION
     else:
         train_f, val_f, test_f = SPLIT_PRESETS[preset]
-        train_pool, test = _stratified(index, labels, test_f, seed)
-        assignment.update(dict.fromkeys(test, "test"))
+        train_pool, test = _stratified(index, [labels[i] for i in index], test_f, seed)
+        for i in test:
+            assignment.update(dict.fromkeys(members[i], "test"))
         val_fraction = val_f / (train_f + val_f)
     train, val = _stratified(train_pool, [labels[i] for i in train_pool], val_fraction, seed)
-    assignment.update(dict.fromkeys(train, "train"))
-    assignment.update(dict.fromkeys(val, "val"))
+    for side, units in (("train", train), ("val", val)):
+        for i in units:
+            assignment.update(dict.fromkeys(members[i], side))
     return [
         ManifestRow(str(samples[i].path), samples[i].label, dataset.classes[samples[i].label], assignment[i])
-        for i in index
+        for i in range(len(samples))
     ]
+
+
+def twins_across(rows: list[ManifestRow], groups: list[list[str]]) -> dict[str, int]:
+    """How many validation and test images have a pixel-identical twin in train (0 for grouped splits)."""
+    side = {r.path: r.split for r in rows}
+    out = {"val": 0, "test": 0}
+    for group in groups:
+        sides = [side[p] for p in group if p in side]
+        if "train" in sides:
+            for s in sides:
+                if s in out:
+                    out[s] += 1
+    return out
 
 
 def write_manifest(rows: list[ManifestRow], path: Path) -> Path:

@@ -18,7 +18,7 @@ import torchvision
 from torch import nn
 
 from .models import ModelSpec
-from .offline_weights import find_offline_weights
+from .offline_weights import find_offline_weights, load_backbone
 
 WEIGHT_MODES = ("auto", "torchvision", "offline", "none")
 
@@ -55,23 +55,12 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _load_backbone(arch: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    """Load every backbone tensor; only the ImageNet head may be absent or differently shaped."""
-    own = arch.state_dict()
-    head_like = ("fc.", "classifier.", "AuxLogits.")
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in usable and not k.startswith(head_like)]
-    if missing:
-        raise ValueError(f"{what}: {len(missing)} backbone tensors missing or mis-shaped, e.g. {missing[:3]}")
-    arch.load_state_dict(usable, strict=False)
-
-
 def _from_torchvision(spec: ModelSpec, arch: nn.Module) -> WeightsInfo:
     if not spec.torchvision_name:
         raise WeightsUnavailableError(f"{spec.name} is not a torchvision model")
     weights = torchvision.models.get_model_weights(spec.torchvision_name).DEFAULT
     state = weights.get_state_dict(progress=False, check_hash=True)  # cache first, else download
-    _load_backbone(arch, state, f"torchvision {weights}")
+    load_backbone(arch, state, f"torchvision {weights}")
     file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
     top1 = weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
     # spec.mean/std, not weights.transforms(): Inception's blocks expect the (x - 0.5) / 0.5 input that
@@ -93,7 +82,7 @@ def _from_offline(spec: ModelSpec, arch: nn.Module) -> WeightsInfo:
     provider = find_offline_weights(spec.name)
     if provider is None:
         raise WeightsUnavailableError(f"no offline weights package installed for {spec.name}")
-    _load_backbone(arch, provider.load(), f"offline {provider.package}")
+    load_backbone(arch, provider.load(), f"offline {provider.package}")
     return WeightsInfo(
         spec.name,
         "offline",
@@ -110,11 +99,17 @@ def _from_offline(spec: ModelSpec, arch: nn.Module) -> WeightsInfo:
 def _from_file(spec: ModelSpec, arch: nn.Module, path: Path) -> WeightsInfo:
     if not path.is_file():
         raise WeightsUnavailableError(f"weights file {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a pickle with code in it, a zip of something else, a truncated file
+        raise WeightsUnavailableError(
+            f"{path} is not a PyTorch state dict of tensors (torch.load with weights_only=True refused it: "
+            f"{type(exc).__name__}). Save one with torch.save(model.state_dict(), path)"
+        ) from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    _load_backbone(arch, state, f"file {path}")
+    load_backbone(arch, state, f"file {path}")
     return WeightsInfo(
         spec.name,
         "file",

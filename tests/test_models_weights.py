@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision
 
 from scenelib import weights as weights_module
 from scenelib.models import (
@@ -108,8 +109,28 @@ def test_weights_from_a_file_and_none(tmp_path):
     with pytest.raises(WeightsUnavailableError, match="does not exist"):
         load_pretrained(MODELS["squeezenet1_1"], str(tmp_path / "missing.pth"))
     torch.save({"features.0.weight": torch.zeros(3)}, tmp_path / "bad.pth")
-    with pytest.raises(ValueError, match="backbone tensors missing"):
+    with pytest.raises(ValueError, match=r"missing 49 .*mis-shaped 1 \(e.g. features.0.weight\)"):
         load_pretrained(MODELS["squeezenet1_1"], str(tmp_path / "bad.pth"))
+
+
+def test_weights_of_another_architecture_are_rejected(tmp_path):
+    """A ResNet-101 file holds every ResNet-50 key plus more: a lenient load would accept it."""
+    torch.save(torchvision.models.resnet101().state_dict(), tmp_path / "r101.pth")
+    with pytest.raises(ValueError, match=r"does not fit ResNet: unexpected \d+ \(e.g. layer3.6"):
+        load_pretrained(MODELS["resnet50"], str(tmp_path / "r101.pth"))
+    # Only the ImageNet classifier may differ: a 10-class head loads.
+    torch.save(torchvision.models.resnet50(num_classes=10).state_dict(), tmp_path / "r50.pth")
+    assert load_pretrained(MODELS["resnet50"], str(tmp_path / "r50.pth"))[1].source == "file"
+
+
+def test_weights_files_that_are_not_state_dicts_say_what_they_should_be(tmp_path):
+    torch.save({"epoch": 3, "note": "not tensors"}, tmp_path / "meta.pth")
+    with pytest.raises(ValueError, match=r"not a state dict.*torch.save\(model.state_dict"):
+        load_pretrained(MODELS["squeezenet1_1"], str(tmp_path / "meta.pth"))
+    torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "pickled.pth")  # a whole module: code, refused
+    with pytest.raises(WeightsUnavailableError, match="not a PyTorch state dict of tensors") as err:
+        load_pretrained(MODELS["squeezenet1_1"], str(tmp_path / "pickled.pth"))
+    assert "weights_only=False" not in str(err.value)
 
 
 def test_new_head_matches_class_count():

@@ -22,7 +22,7 @@ from scenelib.offline_weights import (
     OfflineWeights,
     OfflineWeightsError,
     find_offline_weights,
-    load_into,
+    load_backbone,
     load_numpy_pickle,
     map_by_position,
     squeezenet_state_dict_from_keras,
@@ -104,14 +104,14 @@ def test_provider_loads_strict_with_provenance(model: str) -> None:
         net.features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()}, strict=True)
         result = net.load_state_dict(state, strict=False)
         assert set(result.missing_keys) == {"classifier.1.weight", "classifier.1.bias"}
-    load_into(_build(model), weights)
+    load_backbone(_build(model), weights.load(), weights.package)
 
 
 @pytest.mark.parametrize("model", ["efficientnet_lite0", "squeezenet1_1"])
 def test_classifier_gives_sensible_imagenet_top5(model: str, photos: dict[str, torch.Tensor]) -> None:
     weights = _weights(model)
     net = _build(model).eval()
-    load_into(net, weights)
+    load_backbone(net, weights.load(), weights.package)
     with torch.no_grad():
         top5 = net(_normalised(photos, weights)).topk(5).indices.tolist()
     for (name, ok), classes in zip((("china", CHINA_OK), ("flower", FLOWER_OK)), top5, strict=True):
@@ -147,7 +147,7 @@ def test_mobilenet_backbone_is_trained(photos: dict[str, torch.Tensor]) -> None:
     weights = _weights("mobilenet_v2")
     x = _normalised(photos, weights)
     trained = torchvision.models.mobilenet_v2().eval()
-    load_into(trained, weights)
+    load_backbone(trained, weights.load(), weights.package)
     with torch.random.fork_rng():
         torch.manual_seed(0)
         random = torchvision.models.mobilenet_v2().eval()

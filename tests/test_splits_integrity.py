@@ -10,7 +10,7 @@ from PIL import Image
 
 from scenelib.datasets import load_dataset
 from scenelib.integrity import scan_dataset
-from scenelib.splits import make_splits, read_manifest, split_counts, write_manifest
+from scenelib.splits import make_splits, read_manifest, split_counts, twins_across, write_manifest
 
 from .conftest import write_image_tree
 
@@ -84,10 +84,30 @@ def test_quick_subset_and_errors(tmp_path):
         make_splits(ds, "50/50")
 
 
+def test_duplicate_groups_stay_on_one_side(tmp_path):
+    """Ungrouped, some seed puts twins on two sides; grouped, no seed does."""
+    ds = load_dataset("folder", write_image_tree(tmp_path / "d", ["x", "y", "z"], 20, size=8))
+    paths = [str(s.path) for s in ds.samples]
+    groups = [paths[i : i + 3] for i in range(0, 60, 10)]  # six triples, each inside one class
+    straddled = 0
+    for seed in range(6):
+        plain = make_splits(ds, "70/30", seed=seed)
+        straddled += sum(twins_across(plain, groups).values())
+        rows = make_splits(ds, "70/30", seed=seed, groups=groups)
+        side = {r.path: r.split for r in rows}
+        assert all(len({side[p] for p in g}) == 1 for g in groups), seed
+        assert twins_across(rows, groups) == {"val": 0, "test": 0}
+        assert {r.class_name for r in rows if r.split == "test"} == {"x", "y", "z"}
+    assert straddled > 0
+
+
 @pytest.mark.slow
 def test_shared_ucmerced_has_exactly_the_known_quirks(ucmerced_dir):
     summary, _ = scan_dataset(load_dataset("ucmerced", ucmerced_dir))
     assert summary["n_images"] == 2100 and summary["n_classes"] == 21 and not summary["corrupt"]
+    ds = load_dataset("ucmerced", ucmerced_dir)
+    rows = make_splits(ds, "70/30", seed=0, groups=summary["duplicate_groups"])
+    assert twins_across(rows, summary["duplicate_groups"]) == {"val": 0, "test": 0}
     assert len(summary["odd_size"]) == 44
     assert {o["path"].split("/")[-1].split(".")[0] for o in summary["odd_size"]} >= {
         f"overpass{i}" for i in range(64, 72)

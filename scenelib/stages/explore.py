@@ -10,7 +10,7 @@ import pandas as pd
 from ..datasets import SceneDataset, load_dataset
 from ..integrity import ImageRecord, scan_dataset
 from ..rundir import RunDir, write_json
-from ..splits import ManifestRow, make_splits, split_counts, write_manifest
+from ..splits import ManifestRow, make_splits, split_counts, twins_across, write_manifest
 
 
 @dataclass
@@ -56,7 +56,12 @@ def explore(
     dataset = load_dataset(dataset_name, data_dir)
     summary, records = scan_dataset(dataset)
     manifest = make_splits(
-        dataset, split, seed, exclude=set(summary["corrupt"]), max_per_class=max_per_class or None
+        dataset,
+        split,
+        seed,
+        exclude=set(summary["corrupt"]),
+        max_per_class=max_per_class or None,
+        groups=summary["duplicate_groups"],
     )
     write_manifest(manifest, run.splits_csv)
     write_records(records, run)
@@ -67,6 +72,8 @@ def explore(
             "max_per_class": max_per_class or None,
             "split_counts": split_counts(manifest),
             "split_totals": {s: sum(1 for r in manifest if r.split == s) for s in ("train", "val", "test")},
+            "duplicates_grouped": split != "official",
+            "twins_of_train": twins_across(manifest, summary["duplicate_groups"]),
             "aerial": dataset.aerial,
             "description": dataset.description,
         }

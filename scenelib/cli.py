@@ -1,0 +1,184 @@
+"""The command line of ``run_all.py``: argparse -> a validated ``RunConfig``, before anything is written.
+
+Every option is checked here, so a typo costs a one-line message and exit code 2, never a half-written run
+directory or a run that silently does something else than what was asked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .datasets import check_dataset_name, resolve_data_dir
+from .models import DEFAULT_MODELS, QUICK_MODELS, STRATEGIES, check_model_name
+from .splits import SPLIT_PRESETS
+from .transforms import AUGMENTATIONS
+from .weights import WEIGHT_MODES
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_EPOCHS, QUICK_EPOCHS = 12, 1
+
+
+class UsageError(ValueError):
+    """Bad command-line input: reported in one line, exit code 2, nothing written."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_all.py",
+        description="Explore, train, benchmark, quantize and report, as executed notebooks in one run directory.",
+    )
+    p.add_argument(
+        "--dataset", required=True, help="dataset name (ucmerced, intel, eurosat, cifar10, folder)"
+    )
+    p.add_argument("--data-dir", help="data folder (default: $SCENELIB_DATA_DIR, else ./data)")
+    p.add_argument("--models", default="auto", help="comma-separated model names, or 'auto'")
+    p.add_argument(
+        "--epochs", type=int, help=f"training epochs (default {DEFAULT_EPOCHS}; {QUICK_EPOCHS} with --quick)"
+    )
+    p.add_argument("--output", help="run directory (default reports/<dataset>/<timestamp>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime (default: all cores)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: 2 small models, 1 epoch, a few images per class"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="start an existing run directory over (only one this tool created; anything else is refused)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue an existing --output directory")
+    p.add_argument("--split", help=f"split preset: {', '.join(SPLIT_PRESETS)} (default: the dataset's)")
+    p.add_argument("--strategy", default="auto", help=f"{', '.join(STRATEGIES)}, or auto (per model)")
+    p.add_argument("--weights", default="auto", help="auto, torchvision, offline, none, or a state-dict file")
+    p.add_argument("--augmentation", default="auto", help=f"{', '.join(AUGMENTATIONS)}, or auto")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--no-tta", action="store_true", help="no test-time augmentation")
+    p.add_argument(
+        "--calibration-images", type=int, default=256, help="training images used to calibrate INT8"
+    )
+    p.add_argument("--download", action="store_true", help="download the dataset if missing (needs internet)")
+    return p
+
+
+@dataclass
+class RunConfig:
+    dataset: str
+    data_dir: str
+    models: list[str]
+    explicit_models: bool
+    epochs: int
+    seed: int
+    threads: int
+    quick: bool
+    split: str
+    strategy: str
+    weights: str
+    augmentation: str
+    lr: float
+    batch_size: int
+    tta: bool
+    calibration_images: int
+    download: bool
+    output: Path
+    resume: bool
+    force: bool
+    output_given: bool = True
+    argv: list[str] = field(default_factory=list)
+
+
+def _positive(name: str, value: int | float | None, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or value <= 0:
+        raise UsageError(f"{name} must be a positive number, got {value}")
+
+
+def _models(spec: str, quick: bool) -> tuple[list[str], bool]:
+    if spec == "auto":
+        return list(QUICK_MODELS if quick else DEFAULT_MODELS), False
+    models = [m.strip() for m in spec.split(",") if m.strip()]
+    if not models:
+        raise UsageError(f"--models {spec!r} names no model; give names separated by commas, or 'auto'")
+    if len(set(models)) != len(models):
+        raise UsageError(f"--models {spec!r} names a model twice")
+    for m in models:
+        try:
+            check_model_name(m)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return models, True
+
+
+def _check_choices(args: argparse.Namespace) -> None:
+    if args.strategy not in (*STRATEGIES, "auto"):
+        raise UsageError(f"unknown strategy {args.strategy!r}; valid: auto, {', '.join(STRATEGIES)}")
+    if args.augmentation not in (*AUGMENTATIONS, "auto"):
+        raise UsageError(
+            f"unknown augmentation {args.augmentation!r}; valid: auto, {', '.join(AUGMENTATIONS)}"
+        )
+    if args.split and args.split not in SPLIT_PRESETS:
+        raise UsageError(f"unknown split preset {args.split!r}; valid: {', '.join(SPLIT_PRESETS)}")
+    if args.weights not in WEIGHT_MODES and not Path(args.weights).expanduser().is_file():
+        raise UsageError(
+            f"--weights {args.weights!r} is neither {', '.join(WEIGHT_MODES)} nor an existing file; "
+            "give the path of a PyTorch state dict (.pth / .pt)"
+        )
+    for name in ("epochs", "threads", "batch_size", "calibration_images", "lr"):
+        _positive("--" + name.replace("_", "-"), getattr(args, name))
+    if args.seed < 0:
+        raise UsageError(f"--seed must be 0 or more, got {args.seed}")
+    if args.resume and args.force:
+        raise UsageError("--resume and --force exclude each other")
+    if args.resume and not args.output:
+        raise UsageError("--resume needs --output pointing at the run directory to continue")
+
+
+def parse_config(argv: list[str]) -> RunConfig:
+    """Validate everything before anything is written."""
+    from datetime import datetime
+
+    args = build_parser().parse_args(argv)
+    try:
+        check_dataset_name(args.dataset)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    models, explicit = _models(args.models, args.quick)
+    _check_choices(args)
+    output = (
+        Path(args.output).expanduser()
+        if args.output
+        else REPO / "reports" / args.dataset / datetime.now().strftime("%Y%m%d-%H%M%S")
+    )
+    weights = args.weights
+    if weights not in WEIGHT_MODES:
+        weights = str(Path(weights).expanduser().resolve())
+    return RunConfig(
+        dataset=args.dataset,
+        data_dir=str(resolve_data_dir(args.data_dir).resolve()),
+        models=models,
+        explicit_models=explicit,
+        epochs=args.epochs or (QUICK_EPOCHS if args.quick else DEFAULT_EPOCHS),
+        seed=args.seed,
+        threads=args.threads or os.cpu_count() or 1,
+        quick=args.quick,
+        split=args.split or "",
+        strategy=args.strategy,
+        weights=weights,
+        augmentation=args.augmentation,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        tta=not args.no_tta,
+        calibration_images=args.calibration_images,
+        download=args.download,
+        output=output.absolute(),
+        resume=args.resume,
+        force=args.force,
+        output_given=bool(args.output),
+        argv=list(argv),
+    )

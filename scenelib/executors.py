@@ -1,0 +1,66 @@
+"""Where a stage's notebook runs. ``pipeline.py`` decides what runs and in which order, never where.
+
+The local executor runs a Jupytext notebook through papermill in a kernel on this machine. The kernel
+imports ``scenelib`` from the checkout that runs it (its root first on ``PYTHONPATH``), not whichever copy
+the virtual environment happens to have installed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+
+def kernel_env() -> dict[str, str]:
+    """Environment for the kernels: this checkout first on PYTHONPATH."""
+    paths = [str(REPO), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    return {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+
+
+class LocalExecutor:
+    """Runs notebooks one after another in papermill kernels on this machine."""
+
+    name = "local"
+
+    def execute(self, stage: str, params: dict, output: Path) -> None:
+        """Run ``notebooks/<stage>.py``; the executed copy (with any traceback) is kept at ``output``."""
+        import jupytext
+        import papermill
+
+        nb = jupytext.read(NOTEBOOKS / f"{stage}.py")
+        nb.metadata["kernelspec"] = dict(KERNELSPEC)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        saved = {k: os.environ.get(k) for k in kernel_env()}
+        os.environ.update(kernel_env())  # the kernel manager passes this process's environment on
+        try:
+            papermill.execute_notebook(
+                nb,
+                str(output),
+                parameters=params,
+                kernel_name="python3",
+                cwd=str(NOTEBOOKS),
+                progress_bar=False,
+                log_output=False,
+                start_timeout=180,
+                # ipykernel warns on every start that its local TCP socket is unencrypted; errors still show.
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            )
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def describe_failure(exc: Exception) -> tuple[str, str]:
+    """(exception name, one-line message) of a papermill execution error or any other exception."""
+    name = getattr(exc, "ename", type(exc).__name__)
+    value = str(getattr(exc, "evalue", exc)).strip().splitlines()
+    cell = getattr(exc, "exec_count", None)
+    where = f" (cell {cell})" if cell is not None else ""
+    return name, (value[0] if value else "")[:300] + where
