@@ -12,17 +12,17 @@ split = "70/30"
 seed = 0
 max_per_class = 0  # > 0: keep that many images per class (quick smoke runs)
 threads = 2
-run_dir = "../reports/scratch"
+run_dir = ""  # empty: $SCENELIB_RUN_DIR, else the newest reports/<dataset>/latest
 
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
 
 from scenelib import plots
-from scenelib.rundir import RunDir
+from scenelib.rundir import open_run
 from scenelib.stages.explore import explore, read_channel_stats
 
-run = RunDir(run_dir)
+run = open_run(run_dir)
 exploration = explore(run, dataset, data_dir, split, seed, max_per_class)
 summary = exploration.summary
 display(

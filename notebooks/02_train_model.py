@@ -19,7 +19,7 @@ tta = True
 seed = 0
 threads = 2
 explicit = True  # False for models picked by --models auto: missing weights then mean skipped
-run_dir = "../reports/scratch"
+run_dir = ""  # empty: $SCENELIB_RUN_DIR, else the newest reports/<dataset>/latest
 # Further knobs (not set by run_all.py): change them here when exploring in JupyterLab.
 trainable_blocks = None  # partial: how many last blocks to train (None: the registry's default)
 label_smoothing = 0.1
@@ -35,11 +35,11 @@ from IPython.display import Markdown, display
 
 from scenelib import plots
 from scenelib.models import HeadConfig
-from scenelib.rundir import RunDir
+from scenelib.rundir import open_run
 from scenelib.stages.train import train_stage
 
 outcome = train_stage(
-    RunDir(run_dir),
+    open_run(run_dir),
     model_name,
     strategy,
     weights,

@@ -1,15 +1,18 @@
 # %% [markdown]
 # # 3. Evaluate and benchmark
 #
-# Test-set metrics of every trained model (from the predictions saved by the training notebook) and what
-# each costs on this CPU: latency per image at batch 1 (median and p90, interleaved timing), throughput,
-# parameters, multiply-accumulates (MACs, counted by ptflops: 1 GMac is about 2 GFLOPs), size and memory.
+# Test-set metrics of every trained model and what each costs on this CPU: latency per image at batch 1
+# (median and p90, interleaved timing), TTA latency (the views of one image as one batch), throughput,
+# parameters, multiply-accumulates (MACs of convolutions and matrix products, counted by ptflops at the
+# operator level: 1 GMAC is about 2 GFLOPs), size and memory. The single-view metrics come from the saved
+# checkpoint run end to end in PyTorch; for `partial` / `linear` training evaluated on cached prefix features,
+# the agreement between the two is shown below.
 
 # %% tags=["parameters"]
 threads = 2
 quick = False
 seed = 0
-run_dir = "../reports/scratch"
+run_dir = ""  # empty: $SCENELIB_RUN_DIR, else the newest reports/<dataset>/latest
 
 # %%
 import pandas as pd
@@ -18,16 +21,18 @@ from IPython.display import Markdown, display
 from scenelib import plots
 from scenelib import report as rp
 from scenelib.evaluation import Predictions, misclassified
-from scenelib.rundir import RunDir
+from scenelib.rundir import open_run
 from scenelib.stages.bench import benchmark_stage
 
-run = RunDir(run_dir)
+run = open_run(run_dir)
 record = benchmark_stage(run, threads, quick)
-m = record["machine"]
+display(Markdown(rp.machine_line(run) + f" torch {record['machine']['torch']}. {record['protocol']}."))
 display(
-    Markdown(
-        f"Machine: **{m['cpu']}**, {m['cores']} cores; torch {m['torch']}, {threads} threads. {record['protocol']}."
-    )
+    pd.DataFrame({n: r["end_to_end"] for n, r in record["models"].items()})
+    .T.rename_axis("model")
+    .reset_index()
+    .style.format({"agreement": "{:.2%}", "cached_accuracy": "{:.2%}", "e2e_accuracy": "{:.2%}"})
+    .hide(axis="index")
 )
 
 # %% [markdown]
@@ -63,21 +68,10 @@ plots.latency(lat)
 
 # %% [markdown]
 # ## Accuracy against latency
-# Dotted lines: the accuracies reported by the seed study (seed 000, UC Merced) for comparison.
+# Single view, bars: 95% intervals; on UC Merced, dotted lines mark the seed study's accuracies.
 
 # %%
-points = pd.DataFrame(
-    [
-        {
-            "model": n,
-            "variant": "fp32",
-            "accuracy": r["metrics"]["single"]["accuracy"],
-            "latency_ms": r["latency"][f"threads_{threads}"]["median_ms"],
-        }
-        for n, r in record["models"].items()
-    ]
-)
-plots.accuracy_vs_latency(points, rp.REFERENCE_ACCURACY)
+plots.accuracy_vs_latency(rp.pareto_points(run, variants=("fp32",)), rp.references_for(run))
 
 # %% [markdown]
 # ## Per model: confusion, calibration, mistakes
@@ -87,7 +81,7 @@ for name, r in record["models"].items():
     view = "tta" if "tta" in r["metrics"] else "single"
     mt = r["metrics"][view]
     pred = Predictions.load(run.predictions(name, "fp32"))
-    display(Markdown(f"### {name} ({'TTA' if view == 'tta' else 'single view'})"))
+    display(Markdown(f"### {rp.esc(name)} ({'TTA' if view == 'tta' else 'single view'})"))
     display(
         plots.confusion_matrix(
             mt["confusion_matrix"], pred.classes, title=f"{name}: confusion matrix (row %)"

@@ -2,7 +2,8 @@
 
 Latency on a shared machine is noisy, so candidates are timed *interleaved*: round after round, each
 candidate runs a few timed calls, and every call's time is kept. Warm-up calls are never timed.
-MACs come from ptflops, which counts multiply-accumulates (1 GMac = 1e9 MACs, about 2e9 FLOPs).
+MACs come from ptflops' operator-level backend: multiply-accumulates of convolutions and matrix products
+(1 GMAC = 1e9 MACs, about 2e9 FLOPs).
 """
 
 from __future__ import annotations
@@ -23,9 +24,14 @@ from torch import nn
 Infer = Callable[[], object]
 
 
+NOISY_P90_RATIO = 1.5  # p90 / median above this: the machine was busy while timing
+NOISY_ROUND_SPREAD = 1.5  # slowest / fastest round median above this: the load changed during timing
+
+
 @dataclass
 class Timing:
     times_ms: list[float] = field(default_factory=list)
+    round_medians: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -35,12 +41,24 @@ class Timing:
     def p90(self) -> float:
         return float(np.percentile(self.times_ms, 90))
 
+    @property
+    def spread(self) -> float:
+        """Slowest over fastest round median (1.0 = every round alike)."""
+        return max(self.round_medians) / min(self.round_medians) if len(self.round_medians) > 1 else 1.0
+
+    @property
+    def noisy(self) -> bool:
+        """Unstable timing: no speed claim is made from it (the report marks it)."""
+        return self.p90 / self.median > NOISY_P90_RATIO or self.spread > NOISY_ROUND_SPREAD
+
     def summary(self) -> dict:
         return {
             "median_ms": self.median,
             "p90_ms": self.p90,
             "min_ms": float(np.min(self.times_ms)),
             "runs": len(self.times_ms),
+            "round_spread": self.spread,
+            "noisy": self.noisy,
         }
 
 
@@ -54,10 +72,13 @@ def time_interleaved(
     timings = {name: Timing() for name in candidates}
     for _ in range(rounds):
         for name, fn in candidates.items():
+            this_round = []
             for _ in range(runs_per_round):
                 start = time.perf_counter()
                 fn()
-                timings[name].times_ms.append((time.perf_counter() - start) * 1000.0)
+                this_round.append((time.perf_counter() - start) * 1000.0)
+            timings[name].times_ms += this_round
+            timings[name].round_medians.append(float(np.median(this_round)))
     return timings
 
 
@@ -77,7 +98,11 @@ def onnx_infer(session, x: np.ndarray) -> Infer:
 
 
 def count_macs(model: nn.Module, size: int) -> int:
-    """Multiply-accumulates of one forward pass at ``size`` x ``size`` (ptflops, PyTorch backend)."""
+    """Multiply-accumulates of one forward pass at ``size`` x ``size`` (convolutions and matrix products).
+
+    ptflops' ``aten`` backend counts at the operator level, so layers of any module type are counted (its
+    module-level backend matches types exactly and counts timm's ``Conv2dSame`` as zero); the totals agree
+    with ``torch.utils.flop_counter`` (FLOPs / 2)."""
     from ptflops import get_model_complexity_info
 
     macs, _ = get_model_complexity_info(
@@ -86,7 +111,7 @@ def count_macs(model: nn.Module, size: int) -> int:
         as_strings=False,
         print_per_layer_stat=False,
         verbose=False,
-        backend="pytorch",
+        backend="aten",
     )
     return int(macs)
 
@@ -143,20 +168,11 @@ def peak_activation_mb(model: nn.Module, x: torch.Tensor) -> float | None:
     return max(peak - before, 0) / 1e3
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info() -> dict:
     import onnxruntime
     import torchvision
+
+    from .hardware import cpu_name
 
     return {
         "cpu": cpu_name(),

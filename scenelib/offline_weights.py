@@ -77,7 +77,9 @@ def load_backbone(arch: torch.nn.Module, state: dict, what: str) -> None:
             if keys
         ]
         raise ValueError(f"{what} does not fit {type(arch).__name__}: {'; '.join(parts)}")
-    arch.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
+    arch.load_state_dict(
+        {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False
+    )
 
 
 def _installed(module: str, dist: str) -> tuple[Path, str] | None:

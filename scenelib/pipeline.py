@@ -141,9 +141,12 @@ def write_run_json(
     import torch
     import torchvision
 
-    from .benchmark import cpu_name
+    from .hardware import machine_record
 
     previous = read_json(run.run_json) if run.run_json.exists() else {}
+    machine = previous.get("machine") or {}
+    if machine.get("detected_at") != start:  # detected once per run, and again on each resume
+        machine = {**machine_record(cfg.threads), "detected_at": start}
     stage_seconds = dict(previous.get("stage_seconds", {}))
     stage_status = dict(previous.get("stage_status", {}))
     for o in outcomes:
@@ -161,7 +164,8 @@ def write_run_json(
             "python": platform.python_version(),
             "torch": torch.__version__,
             "torchvision": torchvision.__version__,
-            "cpu": cpu_name(),
+            "cpu": machine["cpu"],
+            "machine": machine,
             "platform": platform.platform(),
             "start": previous.get("start", start) if cfg.resume else start,
             "end": end,
@@ -234,6 +238,10 @@ def _run_stages(cfg: RunConfig, run: RunDir, dataset) -> int:
             skip_on=None if cfg.explicit_models else "WeightsUnavailableError",
         )
         failed |= record_training_outcome(run, model, outcome)
+    if not run.trained_models():
+        runner.log("no model was trained (see above): nothing to benchmark, quantize or report")
+        write_run_json(cfg, run, start, runner.outcomes, now_iso(), time.perf_counter() - runner.t0)
+        return 1
     trained = _fingerprint([run.train_json(m) for m in cfg.models])
     quick = {"quick": cfg.quick}
     for stage, params in (
@@ -308,7 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM):
             raise
         where = f" {exc.filename}" if exc.filename else ""
-        print(f"error: cannot write{where}: {exc.strerror}; free space or choose another --output", file=sys.stderr)
+        print(
+            f"error: cannot write{where}: {exc.strerror}; free space or choose another --output",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print(

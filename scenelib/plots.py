@@ -25,6 +25,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 from PIL import Image, ImageOps
 
+from .rundir import FP32_SOURCE
+
 MAX_WIDTH = 10.0  # inches: the report's text width
 VARIANT_ORDER = ["fp32", "int8-torch", "onnx-fp32", "onnx-int8"]
 VARIANT_MARKERS = {"fp32": "o", "int8-torch": "s", "onnx-fp32": "^", "onnx-int8": "D"}
@@ -49,7 +51,10 @@ def set_style() -> None:
         # otherwise do it on its first figure, which these pyplot-free figures never create.
         import matplotlib_inline.backend_inline  # noqa: F401
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=0.9)
-    mpl.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight"})
+    # Class and model names come from folder names: '$' or '_' must print as typed, never as math text.
+    mpl.rcParams.update(
+        {"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight", "text.parse_math": False}
+    )
 
 
 set_style()
@@ -401,9 +406,32 @@ def accuracy_vs_latency(df: pd.DataFrame, references: dict[str, float] | None = 
     variants = _variants(data["variant"])
     fig = _figure(MAX_WIDTH, 5.5)
     ax = fig.add_subplot()
+    noisy = data["noisy"].astype(str).str.lower().isin(["true", "1"]) if "noisy" in data else None
     for (model, variant), group in data.groupby(["model", "variant"], sort=False):
         point = {"color": colors[model], "marker": _marker(variant, variants), "edgecolor": "white"}
-        ax.scatter(group["latency_ms"], group["accuracy"], s=50, lw=0.5, zorder=3, **point)
+        faded = noisy is not None and bool(noisy.loc[group.index].any())
+        ax.scatter(
+            group["latency_ms"],
+            group["accuracy"],
+            s=50,
+            lw=0.5,
+            zorder=3,
+            alpha=0.35 if faded else 1,
+            **point,
+        )
+        if {"ci_low", "ci_high"} <= set(group.columns):
+            low, high = pd.to_numeric(group["ci_low"]), pd.to_numeric(group["ci_high"])
+            err = np.vstack([group["accuracy"] - low, high - group["accuracy"]])
+            ax.errorbar(
+                group["latency_ms"],
+                group["accuracy"],
+                yerr=err,
+                fmt="none",
+                ecolor=colors[model],
+                lw=0.8,
+                alpha=0.6,
+                zorder=2,
+            )
     for model, group in data.groupby("model", sort=False):
         best = group.loc[group["accuracy"].idxmax()]  # one label per model keeps the plot readable
         where = {"xytext": (5, 4), "textcoords": "offset points"}
@@ -425,6 +453,12 @@ def accuracy_vs_latency(df: pd.DataFrame, references: dict[str, float] | None = 
     handles = [Line2D([], [], color=c, marker="o", ls="", label=m) for m, c in colors.items()]
     handles += [Line2D([], [], color="grey", marker=_marker(v, variants), ls="", label=v) for v in variants]
     handles.append(Line2D([], [], color="black", marker="o", mfc="none", ms=10, lw=1, label="Pareto front"))
+    if noisy is not None and noisy.any():
+        handles.append(
+            Line2D([], [], color="grey", marker="o", alpha=0.35, ls="", label="faded: noisy timing")
+        )
+    if "ci_low" in data:
+        handles.append(Line2D([], [], color="grey", lw=0.8, label="bars: 95% interval"))
     fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     return fig
 
@@ -443,31 +477,34 @@ def quantization_before_after(df: pd.DataFrame) -> Figure:
     lat_ax, acc_ax = fig.subplots(1, 2, sharey=True)
     for i, model in enumerate(models):
         rows = data.loc[model]
-        base = rows.loc["fp32"] if "fp32" in rows.index else rows.iloc[0]
         for j, variant in enumerate(variants):
             if variant not in rows.index:
                 continue
             row, y = rows.loc[variant], i + offsets[j]
+            own = FP32_SOURCE.get(variant, "fp32")
+            base = rows.loc[own] if own in rows.index else rows.iloc[0]
             lat_ax.barh(y, row["latency_ms"], height=height, color=palette[variant])
             if variant != base.name and np.isfinite(row["latency_ms"]) and row["latency_ms"] > 0:
                 speedup = base["latency_ms"] / row["latency_ms"]
-                lat_ax.text(row["latency_ms"], y, f" ×{speedup:.1f}", va="center", fontsize=7)
+                lat_ax.text(row["latency_ms"], y, f" ×{speedup:.2f}", va="center", fontsize=7)
             if np.isfinite(row["accuracy"]):
                 acc_ax.plot(row["accuracy"], y, "o", color=palette[variant], ms=6)
                 delta = 100 * (row["accuracy"] - base["accuracy"])
-                label = f" {row['accuracy']:.1%}" + (f" ({delta:+.1f} pp)" if variant != base.name else "")
+                label = f" {row['accuracy']:.1%}" + (f" ({delta:+.2f} pt)" if variant != base.name else "")
                 acc_ax.text(row["accuracy"], y, label, va="center", fontsize=7)
     _log_if_wide(lat_ax, data["latency_ms"].to_numpy())
     lat_ax.margins(x=0.15)
     lat_ax.set_yticks(range(len(models)), models)
     lat_ax.invert_yaxis()
-    lat_ax.set(xlabel=LATENCY_LABEL, ylabel="model", title="Latency (×: speed-up over fp32)")
+    lat_ax.set(
+        xlabel=LATENCY_LABEL, ylabel="model", title="Latency (×: speed-up over the same runtime's fp32)"
+    )
     acc = data["accuracy"].dropna()
     if not acc.empty:
         pad = max(0.005, 0.15 * (acc.max() - acc.min()))
         acc_ax.set_xlim(acc.min() - pad, acc.max() + 3 * pad)  # room for the labels on the right
     _percent(acc_ax.xaxis, acc)
-    acc_ax.set(xlabel="test accuracy (%, zoomed)", title="Accuracy (pp: change from fp32)")
+    acc_ax.set(xlabel="test accuracy (%, zoomed)", title="Accuracy (pt: change from its own fp32; − = lost)")
     handles = [Patch(color=palette[v], label=v) for v in variants]
     fig.legend(handles=handles, title="variant", loc="outside right upper", fontsize=8)
     fig.suptitle("Quantization and export: before and after")

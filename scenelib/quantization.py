@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from .features import onnx_bytes, ort_session
+from .recipes import OrtRecipe, TorchRecipe
 
 ONNX_TOLERANCE = 1e-3  # max |logit difference| allowed between PyTorch and ONNX Runtime fp32
 
@@ -63,11 +65,25 @@ class _Calibration:
         return None if batch is None else {self._name: batch}
 
 
-def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> None:
-    """Static INT8 (QDQ, per-channel weights, symmetric int8 weights / uint8 activations)."""
+def _edge_nodes(model_path: Path) -> list[str]:
+    """Names of the first convolution and the last Gemm/MatMul (the classifier) of an ONNX graph."""
+    import onnx
+
+    nodes = onnx.load(str(model_path)).graph.node
+    first = next((n.name for n in nodes if n.op_type == "Conv"), None)
+    last = next((n.name for n in reversed(nodes) if n.op_type in ("Gemm", "MatMul")), None)
+    return [n for n in (first, last) if n]
+
+
+def quantize_onnx(
+    fp32_path: Path, int8_path: Path, calibration: np.ndarray, recipe: OrtRecipe | None = None
+) -> None:
+    """Static INT8, QDQ format, per-channel weights, calibrated on ``calibration`` (training images), with
+    the weight format, range, calibration method and fp32 layers of ``recipe`` (``recipes.py``)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    recipe = recipe or OrtRecipe("u8s8")
     prepared = int8_path.with_suffix(".prep.onnx")
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
     try:
@@ -77,9 +93,11 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> 
             _Calibration(calibration, "input"),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            weight_type=QuantType.QInt8,
+            reduce_range=recipe.reduce_range,
+            weight_type=getattr(QuantType, recipe.weight_type),
             activation_type=QuantType.QUInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=getattr(CalibrationMethod, recipe.calibrate),
+            nodes_to_exclude=_edge_nodes(prepared) if recipe.edges_fp32 else None,
         )
     finally:
         prepared.unlink(missing_ok=True)
@@ -138,17 +156,37 @@ def plain_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-def quantize_torch(model: nn.Module, size: int, calibration: torch.Tensor) -> nn.Module:
-    """FX static PTQ for x86, calibrated on ``calibration`` (normalised images)."""
+def _kept_fp32(model: nn.Module, recipe: TorchRecipe) -> list[str]:
+    """Module names the recipe keeps in fp32: the first convolution and the classifier, depthwise convs."""
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    names = []
+    if recipe.edges_fp32:
+        names += [convs[0][0]] if convs else []
+        names += linears[-1:]
+    if recipe.depthwise_fp32:
+        names += [n for n, m in convs if m.groups > 1 and m.groups == m.in_channels]
+    return names
+
+
+def quantize_torch(
+    model: nn.Module, size: int, calibration: torch.Tensor, recipe: TorchRecipe | None = None
+) -> nn.Module:
+    """FX static PTQ (x86 kernels; qnnpack on Arm), calibrated on ``calibration`` (normalised training
+    images), with the layers ``recipe`` keeps in fp32."""
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    torch.backends.quantized.engine = "x86"
+    recipe = recipe or TorchRecipe("default")
+    engine = "qnnpack" if platform.machine().lower() in ("arm64", "aarch64") else "x86"
+    torch.backends.quantized.engine = engine
     float_model = plain_batchnorm(freeze_same_padding(copy.deepcopy(model).eval(), size)).eval()
     # x86 defaults: histogram observer with 7-bit activations (reduce_range), per-channel weights. Full 8-bit
-    # activations look tempting on VNNI CPUs, but fbgemm's kernels then saturate: measured here, MobileNetV2
-    # fell to chance level.
-    prepared = prepare_fx(float_model, get_default_qconfig_mapping("x86"), (calibration[:1],))
+    # activations saturate fbgemm's kernels even on VNNI CPUs (MobileNetV2 fell to chance level).
+    mapping = get_default_qconfig_mapping(engine)
+    for name in _kept_fp32(float_model, recipe):
+        mapping = mapping.set_module_name(name, None)
+    prepared = prepare_fx(float_model, mapping, (calibration[:1],))
     with torch.inference_mode():
         for i in range(0, len(calibration), 16):
             prepared(calibration[i : i + 16])

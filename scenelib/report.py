@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 
 import pandas as pd
@@ -19,21 +20,38 @@ REFERENCE_INT8 = "seed 000: MobileNetV2 INT8 at 24.5 ms with a 1.2-point accurac
 DISPLAY_COLUMNS = {
     "model": "model",
     "variant": "variant",
+    "recipe": "INT8 recipe",
+    "val_accuracy": "val. accuracy",
     "accuracy": "accuracy",
+    "accuracy_ci": "95% CI",
     "accuracy_tta": "accuracy (TTA)",
     "macro_f1": "macro-F1",
-    "macro_f1_tta": "macro-F1 (TTA)",
+    "macro_f1_ci": "macro-F1 95% CI",
     "roc_auc": "ROC AUC",
     "latency_ms_b1": "latency ms (bs1)",
     "latency_p90_ms_b1": "p90 ms",
+    "latency_ms_tta": "TTA ms (views as a batch)",
     "params": "params (M)",
-    "macs": "GMac",
+    "macs": "GMACs",
     "size_mb": "size MB",
     "train_seconds": "train s",
     "status": "status",
 }
-HIGHER_IS_BETTER = ("accuracy", "accuracy (TTA)", "macro-F1", "macro-F1 (TTA)", "ROC AUC")
-LOWER_IS_BETTER = ("latency ms (bs1)", "p90 ms", "params (M)", "GMac", "size MB", "train s")
+HIGHER_IS_BETTER = ("val. accuracy", "accuracy", "accuracy (TTA)", "macro-F1", "ROC AUC")
+LOWER_IS_BETTER = (
+    "latency ms (bs1)",
+    "p90 ms",
+    "TTA ms (views as a batch)",
+    "params (M)",
+    "GMACs",
+    "size MB",
+    "train s",
+)
+
+
+def esc(text) -> str:
+    """HTML-escape a string that came from a file name, a class name or an error message."""
+    return html.escape(str(text), quote=True)
 
 
 def results_frame(run: RunDir) -> pd.DataFrame:
@@ -49,10 +67,27 @@ def short_status(status: str) -> str:
     return ": ".join(status.split(": ")[:2])
 
 
+def _ci_text(low: pd.Series, high: pd.Series, percent: bool) -> pd.Series:
+    def one(lo, hi):
+        if pd.isna(lo) or pd.isna(hi):
+            return "–"
+        return f"{lo:.1%}–{hi:.1%}" if percent else f"{lo:.3f}–{hi:.3f}"
+
+    return pd.Series([one(lo, hi) for lo, hi in zip(low, high)], index=low.index, dtype=object)
+
+
 def main_table(run: RunDir) -> pd.DataFrame:
-    """One row per model x variant with readable units (params in millions, MACs in GMac)."""
+    """One row per model x variant with readable units (params in millions, MACs in billions), intervals as
+    text, and noisy latencies flagged in the status."""
     df = results_frame(run).copy()
+    if df.empty:
+        return df.rename(columns=DISPLAY_COLUMNS)
     df["status"] = df["status"].fillna("").map(short_status)
+    noisy = df.get("latency_noisy", pd.Series(index=df.index, dtype=object)).astype(str).str.lower() == "true"
+    df.loc[noisy, "status"] = df.loc[noisy, "status"] + " (noisy timing)"
+    df["accuracy_ci"] = _ci_text(df["accuracy_ci_low"], df["accuracy_ci_high"], True)
+    df["macro_f1_ci"] = _ci_text(df["macro_f1_ci_low"], df["macro_f1_ci_high"], False)
+    df["recipe"] = df["recipe"].fillna("")
     df["params"] = df["params"] / 1e6
     df["macs"] = df["macs"] / 1e9
     return df[[c for c in DISPLAY_COLUMNS if c in df.columns]].rename(columns=DISPLAY_COLUMNS)
@@ -70,13 +105,21 @@ def metrics_table(run: RunDir):
         target = values.max() if col.name in HIGHER_IS_BETTER else values.min()
         return ["font-weight: bold; background-color: #dcefd8" if v == target else "" for v in values]
 
-    fmt = {c: "{:.2%}" for c in ("accuracy", "accuracy (TTA)")}
+    fmt = {c: "{:.2%}" for c in ("val. accuracy", "accuracy", "accuracy (TTA)")}
     fmt.update({c: "{:.4f}" for c in ("macro-F1", "macro-F1 (TTA)", "ROC AUC")})
-    fmt.update({c: "{:.1f}" for c in ("latency ms (bs1)", "p90 ms", "size MB", "train s")})
-    fmt.update({"params (M)": "{:.2f}", "GMac": "{:.3f}"})
+    fmt.update(
+        {
+            c: "{:.1f}"
+            for c in ("latency ms (bs1)", "p90 ms", "TTA ms (views as a batch)", "size MB", "train s")
+        }
+    )
+    fmt.update({"params (M)": "{:.2f}", "GMACs": "{:.3f}"})
     fmt = {k: v for k, v in fmt.items() if k in table.columns}
     cols = [c for c in (*HIGHER_IS_BETTER, *LOWER_IS_BETTER) if c in table.columns]
-    return table.style.format(fmt, na_rep="–").apply(best, subset=cols).hide(axis="index")
+    styled = table.style.format(fmt, na_rep="–").format(
+        escape="html", subset=["model", "status", "INT8 recipe"]
+    )
+    return styled.apply(best, subset=cols).hide(axis="index")
 
 
 def write_results_md(run: RunDir) -> str:
@@ -88,7 +131,7 @@ def write_results_md(run: RunDir) -> str:
         for col, value in row.items():
             if isinstance(value, float) and math.isnan(value):
                 cells.append("–")
-            elif col in ("accuracy", "accuracy (TTA)"):
+            elif col in ("val. accuracy", "accuracy", "accuracy (TTA)"):
                 cells.append(f"{value:.2%}")
             elif isinstance(value, float):
                 cells.append(f"{value:.4f}" if col in HIGHER_IS_BETTER else f"{value:.2f}")
@@ -100,30 +143,166 @@ def write_results_md(run: RunDir) -> str:
     return text
 
 
-def headline(run: RunDir) -> dict:
-    """The summary sentences' facts: best model, fastest model within 1 point of it, INT8 trade-off."""
+def _pct(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2%}"
+
+
+def _row(run: RunDir, model: str, variant: str) -> dict:
     df = results_frame(run)
-    ok = df[df["status"] == "ok"].copy()
-    if ok.empty:
-        return {}
-    ok["score"] = ok["accuracy_tta"].fillna(ok["accuracy"])
-    fp32 = ok[ok["variant"] == "fp32"]
-    best = fp32.loc[fp32["score"].idxmax()] if not fp32.empty else ok.loc[ok["score"].idxmax()]
-    near = ok[(ok["score"] >= best["score"] - 0.01) & ok["latency_ms_b1"].notna()]
-    fastest = near.loc[near["latency_ms_b1"].idxmin()] if not near.empty else None
-    out = {"best": best.to_dict(), "fastest_near_best": fastest.to_dict() if fastest is not None else None}
-    int8 = ok[(ok["model"] == best["model"]) & (ok["variant"].isin(["onnx-int8", "int8-torch"]))]
-    if not int8.empty and run.quantization_json.exists():
-        q = read_json(run.quantization_json)["models"].get(best["model"], {}).get("variants", {})
-        fastest_int8 = int8.loc[int8["latency_ms_b1"].idxmin()]
-        entry = q.get(fastest_int8["variant"], {})
-        out["int8"] = {
-            "variant": fastest_int8["variant"],
-            "speedup": entry.get("speedup_vs_fp32"),
-            "drop_pt": entry.get("drop_tta_pt", entry.get("drop_pt")),
-            "latency_ms": fastest_int8["latency_ms_b1"],
+    hit = df[(df["model"] == model) & (df["variant"] == variant)]
+    return {} if hit.empty else hit.iloc[0].to_dict()
+
+
+def _interval(row: dict, key: str = "accuracy") -> str:
+    low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    if low is None or pd.isna(low):
+        return ""
+    return f" (95% CI {low:.1%}–{high:.1%})"
+
+
+def summary_lines(run: RunDir) -> list[str]:
+    """The summary's sentences (Markdown, names escaped): each says how it was chosen and how sure it is."""
+    from .claims import ALPHA, MIN_INT8_SPEEDUP, NEAR_BEST_PT, claims
+
+    c = claims(run)
+    if not c:
+        return []
+    best = c["best"]
+    b = _row(run, best, "fp32")
+    val = c["ranking"][0]["val_accuracy"]
+    tta = (
+        f"; {_pct(b.get('accuracy_tta'))}{_interval(b, 'accuracy_tta')} with test-time augmentation"
+        if not pd.isna(b.get("accuracy_tta"))
+        else ""
+    )
+    lines = [
+        f"- **Best model (chosen on validation)**: {esc(best)}, {_pct(val)} validation accuracy. On the test "
+        f"split it scores {_pct(b.get('accuracy'))}{_interval(b)} single view{tta}."
+    ]
+    if len(c["ranking"]) > 1:
+        second = c["ranking"][1]["model"]
+        t = c["runner_up_test"]
+        verdict = (
+            "not distinguishable on this test set"
+            if not t["distinguishable"]
+            else f"a significant difference at the {ALPHA:g} level"
+        )
+        lines.append(
+            f"- **Runner-up**: {esc(second)} ({_pct(c['ranking'][1]['val_accuracy'])} validation, "
+            f"{_pct(_row(run, second, 'fp32').get('accuracy'))} test). Against {esc(best)}: McNemar's exact test "
+            f"p = {t['p_value']:.2g} ({t['only_a_right']} test images only {esc(best)} got right, "
+            f"{t['only_b_right']} only {esc(second)}): {verdict}."
+        )
+    fastest = c["fastest_near_best"]
+    advice = c["advice"].get(fastest) or {}
+    if advice:
+        lines.append(
+            f"- **Fastest within {NEAR_BEST_PT:g} point of the best (validation)**: {esc(fastest)} deployed as "
+            f"{advice['variant']}, {advice['latency_ms']:.1f} ms per image at batch 1."
+        )
+    for name, a in c["advice"].items():
+        if not a:
+            continue
+        acc = f"{_pct(a['test_accuracy'])} test accuracy" if a.get("test_accuracy") is not None else ""
+        if a["int8"]:
+            test = c["int8_tests"].get(f"{name} {a['variant']}", {})
+            change = a.get("test_change_pt")
+            lines.append(
+                f"- **Deploy {esc(name)} as {a['variant']}** (INT8, chosen on validation: "
+                f"{a['val_change_pt']:+.2f} pt against its fp32): {a['latency_ms']:.1f} ms, "
+                f"{a['baseline_latency_ms'] / a['latency_ms']:.1f}x faster than {a['baseline']}; {acc}"
+                + (
+                    f", {change:+.2f} pt on test (McNemar p = {test['p_value']:.2g})"
+                    if change is not None and test
+                    else ""
+                )
+                + "."
+            )
+        else:
+            why = "; ".join(a["why_not_int8"]) or "no INT8 variant was built"
+            lines.append(
+                f"- **Deploy {esc(name)} as {a['baseline']}** ({a['latency_ms']:.1f} ms, {acc}): INT8 does not pay "
+                f"on this CPU ({esc(why)}; INT8 must hold validation accuracy within the tolerance and be "
+                f"{MIN_INT8_SPEEDUP:g}x faster)."
+            )
+    return lines
+
+
+READING_GUIDE = (
+    "**How to read these numbers.** Every choice in this report (best model, kept epoch, INT8 recipe, "
+    "recommended deployment) was made on the validation split; the test split was only used to report the "
+    "chosen models' numbers, so they are unbiased estimates. Test accuracies carry a 95% Wilson interval and "
+    "macro-F1 a 95% bootstrap interval: with {n_test} test images one image is {one:.2f} points. Two models "
+    "(or a variant and its fp32) are compared with McNemar's exact test on the same test images; where "
+    "p ≥ 0.05 the difference is not distinguishable on this test set. Changes are variant minus reference in "
+    "points (negative = lost accuracy); speed-ups are reference latency / variant latency, medians of "
+    "interleaved batch-1 timings on this machine. Timings marked noisy (p90 above 1.5x the median, or rounds "
+    "differing by 1.5x) are shown but never used for a speed claim."
+)
+
+
+def reading_guide(run: RunDir) -> str:
+    from .evaluation import Predictions
+
+    models = run.trained_models()
+    n = len(Predictions.load(run.predictions(models[0], "fp32")).labels) if models else 0
+    return READING_GUIDE.format(n_test=n, one=100 / n if n else math.nan)
+
+
+def machine_line(run: RunDir) -> str:
+    """The machine beside every latency table: CPU, instruction set, threads, reference latency."""
+    info = read_json(run.run_json)
+    m = info.get("machine") or {}
+    ref = m.get("mobilenet_v2_eager_ms")
+    return (
+        f"Machine: {esc(m.get('cpu', info.get('cpu', '?')))}, {m.get('summary', 'features not recorded')}; "
+        f"{info.get('threads')} threads"
+        + (f"; eager MobileNetV2 (224 px, batch 1) {ref:.1f} ms on it" if ref else "")
+        + "."
+    )
+
+
+def pareto_points(run: RunDir, variants: tuple[str, ...] | None = None, tta: bool = False) -> pd.DataFrame:
+    """Points for the accuracy-vs-latency plot: single view with batch-1 latency, or (``tta``) TTA accuracy
+    with the latency of the views as one batch -- never TTA accuracy beside single-view latency."""
+    df = results_frame(run)
+    df = df[df["status"] == "ok"]
+    if variants:
+        df = df[df["variant"].isin(variants)]
+    acc, lat = ("accuracy_tta", "latency_ms_tta") if tta else ("accuracy", "latency_ms_b1")
+    low, high = (f"{acc}_ci_low", f"{acc}_ci_high")
+    out = pd.DataFrame(
+        {
+            "model": df["model"],
+            "variant": df["variant"],
+            "accuracy": df[acc],
+            "latency_ms": df[lat],
+            "ci_low": df.get(low),
+            "ci_high": df.get(high),
+            "noisy": df.get("latency_noisy"),
         }
-    return out
+    )
+    return out.dropna(subset=["accuracy", "latency_ms"])
+
+
+def duplicates_note(data: dict) -> str:
+    """How pixel-identical images were handled by the split (data_summary.json)."""
+    groups = data.get("duplicate_groups") or []
+    if not groups:
+        return ""
+    if data.get("duplicates_grouped"):
+        return f"; the {len(groups)} group(s) of pixel-identical images were kept on one side of the split"
+    twins = data.get("twins_of_train") or {}
+    return (
+        f"; official split kept as published: {twins.get('test', 0)} test and {twins.get('val', 0)} validation "
+        "image(s) have a pixel-identical twin in train"
+    )
+
+
+def references_for(run: RunDir) -> dict[str, float]:
+    """The seed study's UC Merced accuracies, for UC Merced runs only."""
+    data = read_json(run.data_summary_json) if run.data_summary_json.exists() else {}
+    return REFERENCE_ACCURACY if data.get("dataset") == "ucmerced" else {}
 
 
 def trained_summaries(run: RunDir) -> dict[str, dict]:
@@ -179,7 +358,9 @@ def per_class_f1(run: RunDir, use_tta: bool = True) -> dict[str, dict[str, float
 
 
 def reference_comparison(run: RunDir) -> pd.DataFrame:
-    """This run's fp32 accuracies next to the seed study's."""
+    """This run's fp32 accuracies next to the seed study's (UC Merced runs only; empty otherwise)."""
+    if not references_for(run):
+        return pd.DataFrame(columns=["source", "test accuracy", "protocol"])
     df = results_frame(run)
     fp32 = df[(df["variant"] == "fp32") & (df["status"] == "ok")]
     rows = [
@@ -246,13 +427,30 @@ print(logits.argmax())  # index into the class names (the 'label' / 'class' colu
 ```"""
 
 
-VARIANT_FORMATS = {"accuracy": "{:.2%}", "accuracy_tta": "{:.2%}", "drop_pt": "{:+.2f}", "drop_tta_pt": "{:+.2f}",
-                   "latency_ms": "{:.2f}", "p90_ms": "{:.2f}", "speedup": "{:.2f}x", "size_mb": "{:.1f}"}
+VARIANT_FORMATS = {
+    "val. change pt": "{:+.2f}",
+    "accuracy": "{:.2%}",
+    "change pt": "{:+.2f}",
+    "accuracy_tta": "{:.2%}",
+    "change_tta_pt": "{:+.2f}",
+    "latency_ms": "{:.2f}",
+    "p90_ms": "{:.2f}",
+    "x vs own fp32": "{:.2f}x",
+    "x vs eager fp32": "{:.2f}x",
+    "size_mb": "{:.1f}",
+    "val. accuracy": "{:.2%}",
+    "agreement with fp32": "{:.1%}",
+    "seconds": "{:.0f}",
+}
+TEXT_COLUMNS = ("model", "status", "recipe")
 
 
 def variants_table(variants: pd.DataFrame):
-    """The quantization table (from ``stages.quantize.variants_frame``), formatted."""
-    return variants.style.format(VARIANT_FORMATS, na_rep="–").hide(axis="index")
+    """The quantization table (from ``stages.quantize.variants_frame``) or the guard's attempts table
+    (``attempts_frame``), formatted; text from files and errors is HTML-escaped."""
+    fmt = {k: v for k, v in VARIANT_FORMATS.items() if k in variants.columns}
+    text = [c for c in TEXT_COLUMNS if c in variants.columns]
+    return variants.style.format(fmt, na_rep="–").format(escape="html", subset=text).hide(axis="index")
 
 
 def split_accuracy_styled(run: RunDir):

@@ -20,21 +20,36 @@ from pathlib import Path
 from typing import Any
 
 VARIANTS = ("fp32", "int8-torch", "onnx-fp32", "onnx-int8")
+# Each variant's own fp32 source: INT8 effects are measured against the same runtime's fp32.
+FP32_SOURCE = {"fp32": "fp32", "onnx-fp32": "fp32", "int8-torch": "fp32", "onnx-int8": "onnx-fp32"}
 
-# Columns of results.csv, in order. Accuracy-like columns are fractions in [0, 1]; latency in ms.
+# Columns of results.csv, in order. Accuracy-like columns are fractions in [0, 1] on the test split unless
+# named val_*; *_ci_low / *_ci_high bound a 95 % interval; latency in ms; speed-ups are ratios (>1 = faster).
 RESULT_COLUMNS = (
     "model",
     "variant",
     "status",
     "weights",
     "strategy",
+    "recipe",
+    "val_accuracy",
     "accuracy",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
     "accuracy_tta",
+    "accuracy_tta_ci_low",
+    "accuracy_tta_ci_high",
     "macro_f1",
+    "macro_f1_ci_low",
+    "macro_f1_ci_high",
     "macro_f1_tta",
     "roc_auc",
     "latency_ms_b1",
     "latency_p90_ms_b1",
+    "latency_ms_tta",
+    "latency_noisy",
+    "speedup_vs_runtime_fp32",
+    "speedup_vs_eager_fp32",
     "throughput_ips",
     "params",
     "trainable_params",
@@ -97,6 +112,25 @@ def write_json(path: Path, data: Any) -> Path:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+RUN_DIR_ENV = "SCENELIB_RUN_DIR"
+REPORTS = Path(__file__).resolve().parent.parent / "reports"
+
+
+def open_run(run_dir: str | os.PathLike = "") -> RunDir:
+    """The run a notebook works on: ``run_dir`` if given, else ``$SCENELIB_RUN_DIR``, else the newest
+    ``reports/<dataset>/latest``; a folder that is not a run directory is one clear error."""
+    path = run_dir or os.environ.get(RUN_DIR_ENV, "")
+    if not path:
+        latest = sorted(REPORTS.glob("*/latest"), key=lambda p: p.stat().st_mtime if p.exists() else 0)
+        path = latest[-1].resolve() if latest else ""
+    if not path or not (Path(path) / "run.json").is_file():
+        where = f"{path} is not a run directory (no run.json)" if path else "no run directory found"
+        raise FileNotFoundError(
+            f"{where}: run `make report` first, or set {RUN_DIR_ENV}=<run directory> (or the run_dir parameter)"
+        )
+    return RunDir(path)
 
 
 class RunDir:
@@ -172,6 +206,8 @@ class RunDir:
         return self.model_dir(model) / "train.json"
 
     def predictions(self, model: str, variant: str = "fp32") -> Path:
+        """``fp32``: training's test predictions (cached prefix features for linear/partial); ``fp32-e2e``:
+        the saved checkpoint end to end in PyTorch (benchmark stage); other names: the deployed variants."""
         return self.model_dir(model) / f"predictions-{variant}.npz"
 
     def onnx_fp32(self, model: str) -> Path:

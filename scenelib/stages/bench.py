@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import torch
 
 from ..benchmark import (
@@ -12,10 +15,14 @@ from ..benchmark import (
     time_interleaved,
     torch_infer,
 )
+from ..claims import interval_columns
 from ..evaluation import Predictions, classification_metrics
 from ..models import load_checkpoint
 from ..rundir import RunDir, read_json, write_json
+from ..splits import read_manifest, split_rows
 from ..training import count_params
+from ..transforms import decode_images, views
+from .quantize import fp32_reference, machine_of, predict, torch_runner
 
 THROUGHPUT_BATCH = 32
 
@@ -28,18 +35,43 @@ def evaluate_predictions(pred: Predictions) -> dict:
     return out
 
 
+def end_to_end(run: RunDir, name: str, model, meta: dict, test_images: dict) -> dict:
+    """The saved checkpoint on the plain test view, end to end in PyTorch (predictions-fp32-e2e), and its
+    agreement with training's predictions (cached prefix features for linear / partial)."""
+    size = meta["input_size"]
+    if size not in test_images:
+        rows = split_rows(read_manifest(run.splits_csv), "test")
+        test_images[size] = decode_images([r.path for r in rows], size)
+    probs = predict(torch_runner(model), test_images[size], meta["mean"], meta["std"], views("none", size))
+    cached = Predictions.load(run.predictions(name, "fp32"))
+    Predictions(probs, cached.labels, cached.paths, cached.classes).save(run.predictions(name, "fp32-e2e"))
+    same = probs[0].argmax(1) == cached.single.argmax(1)
+    return {
+        "agreement": float(same.mean()),
+        "disagreements": int((~same).sum()),
+        "max_abs_prob_diff": float(np.abs(probs[0] - cached.single).max()),
+        "cached_accuracy": float((cached.single.argmax(1) == cached.labels).mean()),
+        "e2e_accuracy": float((probs[0].argmax(1) == cached.labels).mean()),
+    }
+
+
 def benchmark_stage(run: RunDir, threads: int, quick: bool = False) -> dict:
     """Write benchmark.json and the fp32 rows' cost columns; returns the benchmark record."""
     torch.set_num_threads(threads)
     rounds = 3 if quick else 10
-    models, cost, metrics, calls = {}, {}, {}, {}
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    models, cost, metrics, calls, tta_calls, e2e, test_images = {}, {}, {}, {}, {}, {}, {}
     for name in run.trained_models():
         model, meta = load_checkpoint(run.checkpoint(name))
         size = meta["input_size"]
         models[name] = (model, size)
-        metrics[name] = evaluate_predictions(Predictions.load(run.predictions(name, "fp32")))
+        e2e[name] = end_to_end(run, name, model, meta, test_images)
+        metrics[name] = evaluate_predictions(fp32_reference(run, name))
         x1 = torch.randn(1, 3, size, size)
         calls[name] = torch_infer(model, x1)
+        n_views = read_json(run.train_json(name)).get("tta_views", 1)
+        if n_views > 1:  # TTA as it runs: the views of one image as one batch
+            tta_calls[name] = torch_infer(model, torch.randn(n_views, 3, size, size))
         cost[name] = {
             "input_size": size,
             "params": count_params(model),
@@ -55,6 +87,8 @@ def benchmark_stage(run: RunDir, threads: int, quick: bool = False) -> dict:
         for name, t in timings.items():
             latency.setdefault(name, {})[f"threads_{n_threads}"] = t.summary()
     torch.set_num_threads(threads)
+    for name, t in time_interleaved(tta_calls, warmup=1, rounds=rounds, runs_per_round=1).items():
+        latency[name]["tta_batch"] = t.summary()
     batch_calls = {
         name: torch_infer(m, torch.randn(THROUGHPUT_BATCH, 3, size, size))
         for name, (m, size) in models.items()
@@ -64,12 +98,21 @@ def benchmark_stage(run: RunDir, threads: int, quick: bool = False) -> dict:
     ).items():
         cost[name]["throughput_ips"] = THROUGHPUT_BATCH / (t.median / 1000.0)
     record = {
-        "machine": machine_info(),
+        "machine": {**machine_info(), **machine_of(run, threads)},
+        "load_average_before_after": [load_before, os.getloadavg() if hasattr(os, "getloadavg") else None],
         "threads": threads,
         "protocol": f"batch 1, 3 warm-up calls, {rounds} interleaved rounds x 3 timed calls, median and p90; "
-        f"throughput at batch {THROUGHPUT_BATCH}; torch.inference_mode, eager fp32",
+        f"TTA: the views of one image as one batch; throughput at batch {THROUGHPUT_BATCH}; "
+        "torch.inference_mode, eager fp32. Metrics: single view end to end in PyTorch, TTA from the "
+        "training stage's predictions",
         "models": {
-            name: {**cost[name], "latency": latency[name], "metrics": metrics[name]} for name in models
+            name: {
+                **cost[name],
+                "latency": latency[name],
+                "metrics": metrics[name],
+                "end_to_end": e2e[name],
+            }
+            for name in models
         },
     }
     write_json(run.benchmark_json, record)
@@ -81,8 +124,12 @@ def benchmark_stage(run: RunDir, threads: int, quick: bool = False) -> dict:
             {
                 "model": name,
                 "variant": "fp32",
+                **interval_columns(fp32_reference(run, name)),
+                "val_accuracy": read_json(run.train_json(name))["val_accuracy"],
                 "latency_ms_b1": main["median_ms"],
                 "latency_p90_ms_b1": main["p90_ms"],
+                "latency_noisy": main["noisy"],
+                "latency_ms_tta": r["latency"].get("tta_batch", {}).get("median_ms"),
                 "throughput_ips": r["throughput_ips"],
                 "params": r["params"],
                 "macs": r["macs"],

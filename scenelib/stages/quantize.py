@@ -1,4 +1,11 @@
-"""Stage 04: INT8 and ONNX variants of every trained model, evaluated and timed side by side."""
+"""Stage 04: INT8 and ONNX variants of every trained model, guarded on validation, evaluated and timed.
+
+Per model: the fp32 ONNX export (checked against PyTorch); ONNX Runtime INT8 and PyTorch INT8, each built
+with the recipe sequence for this CPU's INT8 kernels and kept only if its validation accuracy holds against
+its own fp32 source (``recipes.guarded_search``); then all four variants, eager fp32 included, timed in one
+interleaved session, and evaluated once on the test split. Calibration reads training images and the guard
+validation images; test images are read only after every choice is made.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import random
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,13 +22,16 @@ import torch
 from ..benchmark import file_mb, onnx_infer, time_interleaved, torch_infer
 from ..evaluation import Predictions, accuracy_and_f1
 from ..features import extract_views, ort_session
+from ..hardware import machine_record
 from ..models import load_checkpoint
 from ..quantization import export_onnx, quantize_onnx, quantize_torch, quantized_layers, save_torchscript
-from ..rundir import VARIANTS, RunDir, read_json, write_json
+from ..recipes import ORT_RECIPES, TORCH_RECIPES, guarded_search, ort_recipes, torch_recipes
+from ..rundir import FP32_SOURCE, VARIANTS, RunDir, read_json, write_json
 from ..splits import read_manifest, split_rows
 from ..transforms import decode_images, normalize, views
 
 Runner = Callable[[np.ndarray], np.ndarray]
+TTA_BUDGET_S = 60.0  # a variant slower than this over all test views is evaluated on the plain view only
 
 
 def calibration_batch(run: RunDir, n: int, size: int, mean, std, seed: int = 0) -> torch.Tensor:
@@ -31,12 +42,12 @@ def calibration_batch(run: RunDir, n: int, size: int, mean, std, seed: int = 0) 
 
 
 def predict(runner: Runner, images: torch.Tensor, mean, std, test_views) -> np.ndarray:
-    """Softmax of every view: [V, N, C]."""
+    """Softmax of every view: [V, N, C] (batches of 32 images)."""
     logits = extract_views(runner, images, mean, std, test_views, batch_size=32, desc="evaluate").float()
     return logits.softmax(-1).numpy()
 
 
-def _torch_runner(model: torch.nn.Module) -> Runner:
+def torch_runner(model: torch.nn.Module) -> Runner:
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return model(torch.from_numpy(x)).numpy()
@@ -44,12 +55,214 @@ def _torch_runner(model: torch.nn.Module) -> Runner:
     return run
 
 
-def _ort_runner(session) -> Runner:
+def ort_runner(session) -> Runner:
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
 
 
-TTA_BUDGET_S = 60.0  # a variant slower than this over all test views is evaluated on the plain view only
+def machine_of(run: RunDir, threads: int) -> dict:
+    """The machine record the pipeline wrote to run.json (detected here if the notebook runs alone)."""
+    if run.run_json.exists():
+        machine = read_json(run.run_json).get("machine")
+        if machine:
+            return machine
+    return machine_record(threads, reference=False)
+
+
+def quick_median_ms(fn: Callable, calls: int = 6) -> float:
+    fn()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return float(np.median(times))
+
+
+class ModelVariants:
+    """The four variants of one trained model, built and guarded on validation data (no test image)."""
+
+    def __init__(self, run: RunDir, name: str, threads: int, n_calibration: int, seed: int, int8_class: str):
+        self.run, self.name, self.threads = run, name, threads
+        self.model, meta = load_checkpoint(run.checkpoint(name))
+        self.size, self.mean, self.std = meta["input_size"], meta["mean"], meta["std"]
+        self.calibration = calibration_batch(run, n_calibration, self.size, self.mean, self.std, seed)
+        val_rows = split_rows(read_manifest(run.splits_csv), "val")
+        self.val_images = decode_images([r.path for r in val_rows], self.size)
+        self.val_labels = np.array([r.label for r in val_rows])
+        self.int8_class = int8_class
+        x1 = np.random.default_rng(0).standard_normal((1, 3, self.size, self.size), dtype=np.float32)
+        self.x1 = x1
+        self.runners: dict[str, Runner] = {"fp32": torch_runner(self.model)}
+        self.calls: dict[str, Callable] = {"fp32": torch_infer(self.model, torch.from_numpy(x1))}
+        self.sizes = {"fp32": file_mb(run.checkpoint(name))}
+        self.val_probs = {"fp32": self.validate(self.runners["fp32"])}
+        self.info: dict = {
+            "model": name,
+            "calibration_images": len(self.calibration),
+            "calibration_source": "train split",
+            "guard_source": f"validation split ({len(self.val_labels)} images)",
+            "int8_class": int8_class,
+            "variants": {"fp32": {"status": "ok", "source": "fp32"}},
+            "notes": [],
+        }
+
+    def validate(self, runner: Runner) -> np.ndarray:
+        return predict(runner, self.val_images, self.mean, self.std, views("none", self.size))[0]
+
+    def _entry(self, variant: str) -> dict:
+        return self.info["variants"].setdefault(variant, {"source": FP32_SOURCE[variant]})
+
+    def build_onnx_fp32(self) -> None:
+        entry, start = self._entry("onnx-fp32"), time.perf_counter()
+        try:
+            path = self.run.onnx_fp32(self.name)
+            self.info["onnx_max_abs_diff"] = export_onnx(
+                self.model, self.size, path, self.calibration[:8].numpy(), self.threads
+            )
+            session = ort_session(str(path), self.threads)
+        except Exception as exc:  # an op the exporter or checker rejects: recorded, the rest goes on
+            entry["status"] = (
+                f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            )
+            return
+        self.runners["onnx-fp32"] = ort_runner(session)
+        self.calls["onnx-fp32"] = onnx_infer(session, self.x1)
+        self.sizes["onnx-fp32"] = file_mb(path)
+        self.val_probs["onnx-fp32"] = self.validate(self.runners["onnx-fp32"])
+        entry.update(status="ok", build_seconds=time.perf_counter() - start)
+
+    def build_onnx_int8(self) -> None:
+        entry = self._entry("onnx-int8")
+        if "onnx-fp32" not in self.runners:
+            entry["status"] = "failed: needs the fp32 ONNX export, which failed"
+            return
+        final = self.run.onnx_int8(self.name)
+
+        def build(recipe):
+            path = final.with_name(f"model.int8.{recipe.name}.onnx")
+            quantize_onnx(self.run.onnx_fp32(self.name), path, self.calibration.numpy(), recipe)
+            session = ort_session(str(path), self.threads)
+            return (path, session), self.validate(ort_runner(session))
+
+        guard = guarded_search(
+            ort_recipes(self.int8_class), build, self.val_labels, self.val_probs["onnx-fp32"]
+        )
+        for attempt in guard.attempts:  # keep only the chosen recipe's file, under the documented name
+            path = final.with_name(f"model.int8.{attempt.recipe}.onnx")
+            if attempt.recipe == guard.recipe:
+                path.replace(final)
+            else:
+                path.unlink(missing_ok=True)
+        self._finish("onnx-int8", guard, lambda: ort_session(str(final), self.threads), final)
+
+    def build_torch_int8(self) -> None:
+        eager_ms = quick_median_ms(self.calls["fp32"])
+
+        def build(recipe):
+            with warnings.catch_warnings(record=True) as caught:  # deprecations are recorded, not shown
+                warnings.simplefilter("always")
+                qmodel = quantize_torch(self.model, self.size, self.calibration, recipe)
+                layers = quantized_layers(qmodel)
+                with torch.inference_mode():
+                    scripted = torch.jit.freeze(torch.jit.trace(qmodel, torch.from_numpy(self.x1)).eval())
+            self.info["notes"] += sorted(
+                {f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught}
+                - set(self.info["notes"])
+            )
+            self.info.setdefault("torch_int8_layers", {})[recipe.name] = layers
+            return (qmodel, scripted), self.validate(torch_runner(scripted))
+
+        def keep_going(built) -> str:
+            ms = quick_median_ms(torch_infer(built[1], torch.from_numpy(self.x1)))
+            if ms > eager_ms:
+                return (
+                    f"slower than eager fp32 ({ms:.1f} vs {eager_ms:.1f} ms, quick check): recipes that keep "
+                    "more layers in fp32 cannot make it pay"
+                )
+            return ""
+
+        guard = guarded_search(
+            torch_recipes(self.int8_class),
+            build,
+            self.val_labels,
+            self.val_probs["fp32"],
+            keep_going=keep_going,
+        )
+        path = self.run.torch_int8(self.name)
+        if guard.built is not None:
+            save_torchscript(guard.built[0], torch.from_numpy(self.x1), path)
+        self._finish("int8-torch", guard, lambda: torch.jit.load(str(path)), path)
+
+    def _finish(self, variant: str, guard, load: Callable, path: Path) -> None:
+        """Record the guard's outcome; load what a user would deploy (the saved file) for evaluation."""
+        entry = self._entry(variant)
+        entry.update(status=guard.status, guard=guard.record())
+        if guard.recipe is None:
+            return
+        recipe = ORT_RECIPES.get(guard.recipe) if variant == "onnx-int8" else None
+        entry["recipe"] = guard.recipe
+        entry["recipe_why"] = (recipe or TORCH_RECIPES[guard.recipe]).why
+        loaded = load()
+        if variant == "onnx-int8":
+            self.runners[variant], self.calls[variant] = ort_runner(loaded), onnx_infer(loaded, self.x1)
+        else:
+            self.runners[variant] = torch_runner(loaded)
+            self.calls[variant] = torch_infer(loaded, torch.from_numpy(self.x1))
+        self.sizes[variant] = file_mb(path)
+        kept = next(a for a in guard.attempts if a.recipe == guard.recipe)
+        self.val_probs[variant] = None  # measured by the guard: see guard.attempts
+        entry["val_accuracy"], entry["val_change_pt"] = kept.val_accuracy, kept.change_pt
+
+    def validation_summary(self) -> None:
+        for variant in ("fp32", "onnx-fp32"):
+            probs = self.val_probs.get(variant)
+            if probs is not None:
+                acc = float((probs.argmax(1) == self.val_labels).mean())
+                ref = float((self.val_probs["fp32"].argmax(1) == self.val_labels).mean())
+                self._entry(variant).update(val_accuracy=acc, val_change_pt=100 * (acc - ref))
+
+
+def evaluate_on_test(mv: ModelVariants, rounds: int, tta_budget_s: float) -> dict[str, dict]:
+    """Time every built variant interleaved, then evaluate each once on the test split."""
+    run, name, info = mv.run, mv.name, mv.info
+    train = read_json(run.train_json(name))
+    test_rows = split_rows(read_manifest(run.splits_csv), "test")
+    test_images = decode_images([r.path for r in test_rows], mv.size)
+    test_views = views(train["config"]["augmentation"], mv.size, train["config"]["seed"])
+    test_views = test_views[: train.get("tta_views", 1)]
+    timings = time_interleaved(mv.calls, warmup=3, rounds=rounds, runs_per_round=3)
+    reference = Predictions.load(run.predictions(name, "fp32"))
+    for variant, runner in mv.runners.items():
+        if variant == "fp32":  # evaluated end to end by the benchmark stage (predictions-fp32-e2e)
+            continue
+        entry, start = info["variants"][variant], time.perf_counter()
+        probs = predict(runner, test_images, mv.mean, mv.std, test_views[:1])
+        single_seconds = time.perf_counter() - start
+        if len(test_views) > 1 and single_seconds * (len(test_views) - 1) <= tta_budget_s:
+            probs = np.concatenate([probs, predict(runner, test_images, mv.mean, mv.std, test_views[1:])])
+        elif len(test_views) > 1:
+            entry["note"] = (
+                f"TTA not evaluated: {len(test_views)} views would take about "
+                f"{single_seconds * len(test_views):.0f} s (budget {tta_budget_s:.0f} s)"
+            )
+        Predictions(probs, reference.labels, reference.paths, reference.classes).save(
+            run.predictions(name, variant)
+        )
+        entry["eval_seconds"] = time.perf_counter() - start
+    return timings
+
+
+def fp32_reference(run: RunDir, name: str) -> Predictions:
+    """The fp32 model's test predictions: single view end to end in PyTorch (the benchmark stage), TTA
+    views from training's cached prefix features where the model uses TTA (recorded as such)."""
+    cached = Predictions.load(run.predictions(name, "fp32"))
+    e2e_path = run.predictions(name, "fp32-e2e")
+    if not e2e_path.exists():
+        return cached
+    probs = cached.probs.copy()
+    probs[0] = Predictions.load(e2e_path).single
+    return Predictions(probs, cached.labels, cached.paths, cached.classes)
 
 
 def quantize_model(
@@ -59,85 +272,18 @@ def quantize_model(
     n_calibration: int,
     quick: bool,
     seed: int,
+    int8_class: str,
     tta_budget_s: float = TTA_BUDGET_S,
 ) -> dict:
-    """Build, evaluate and time the variants of one model; a variant that fails is recorded, not fatal."""
-    model, meta = load_checkpoint(run.checkpoint(name))
+    """Build, guard, time and evaluate the variants of one model; a variant that fails is recorded."""
+    mv = ModelVariants(run, name, threads, n_calibration, seed, int8_class)
+    mv.build_onnx_fp32()
+    mv.build_onnx_int8()
+    mv.build_torch_int8()
+    mv.validation_summary()
+    timings = evaluate_on_test(mv, 3 if quick else 10, tta_budget_s)
+    info = mv.info
     train = read_json(run.train_json(name))
-    size, mean, std = meta["input_size"], meta["mean"], meta["std"]
-    test_rows = split_rows(read_manifest(run.splits_csv), "test")
-    test_images = decode_images([r.path for r in test_rows], size)
-    aug = train["config"]["augmentation"]
-    test_views = views(aug, size, seed)[: train.get("tta_views", 1)]
-    calibration = calibration_batch(run, n_calibration, size, mean, std, seed)
-    reference = Predictions.load(run.predictions(name, "fp32"))
-    info: dict = {
-        "model": name,
-        "calibration_images": len(calibration),
-        "calibration_source": "train split",
-        "variants": {},
-        "notes": [],
-    }
-    runners: dict[str, Runner] = {}
-    calls: dict[str, Callable] = {"fp32": torch_infer(model, torch.randn(1, 3, size, size))}
-    sizes = {"fp32": file_mb(run.checkpoint(name))}
-    x1 = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
-
-    def attempt(variant: str, build: Callable[[], tuple[Runner, Callable, float]]) -> None:
-        start = time.perf_counter()
-        try:
-            runners[variant], calls[variant], sizes[variant] = build()
-            info["variants"][variant] = {"status": "ok", "build_seconds": time.perf_counter() - start}
-        except Exception as exc:  # an unsupported op, a failed check: report it and go on
-            msg = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-            info["variants"][variant] = {"status": msg}
-
-    def build_onnx_fp32():
-        info["onnx_max_abs_diff"] = export_onnx(
-            model, size, run.onnx_fp32(name), calibration[:8].numpy(), threads
-        )
-        session = ort_session(str(run.onnx_fp32(name)), threads)
-        return _ort_runner(session), onnx_infer(session, x1), file_mb(run.onnx_fp32(name))
-
-    def build_onnx_int8():
-        if not run.onnx_fp32(name).exists() or info["variants"]["onnx-fp32"]["status"] != "ok":
-            raise RuntimeError("needs the fp32 ONNX export, which failed")
-        quantize_onnx(run.onnx_fp32(name), run.onnx_int8(name), calibration.numpy())
-        session = ort_session(str(run.onnx_int8(name)), threads)
-        return _ort_runner(session), onnx_infer(session, x1), file_mb(run.onnx_int8(name))
-
-    def build_torch_int8():
-        with warnings.catch_warnings(record=True) as caught:  # deprecations are recorded for the notebook
-            warnings.simplefilter("always")
-            qmodel = quantize_torch(model, size, calibration)
-            info["torch_int8_layers"] = quantized_layers(qmodel)
-            save_torchscript(qmodel, torch.from_numpy(x1), run.torch_int8(name))
-            loaded = torch.jit.load(str(run.torch_int8(name)))  # time and evaluate what a user would deploy
-        info["notes"] += sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught})
-        return _torch_runner(loaded), torch_infer(loaded, torch.from_numpy(x1)), file_mb(run.torch_int8(name))
-
-    attempt("onnx-fp32", build_onnx_fp32)
-    attempt("onnx-int8", build_onnx_int8)
-    attempt("int8-torch", build_torch_int8)
-
-    info["variants"]["fp32"] = {"status": "ok"}
-    for variant, runner in runners.items():
-        start = time.perf_counter()
-        probs = predict(runner, test_images, mean, std, test_views[:1])
-        single_seconds = time.perf_counter() - start
-        if len(test_views) > 1 and single_seconds * (len(test_views) - 1) <= tta_budget_s:
-            probs = np.concatenate([probs, predict(runner, test_images, mean, std, test_views[1:])])
-        elif len(test_views) > 1:
-            info["variants"][variant]["note"] = (
-                f"TTA not evaluated: {len(test_views)} views would take about "
-                f"{single_seconds * len(test_views):.0f} s (budget {tta_budget_s:.0f} s)"
-            )
-        Predictions(probs, reference.labels, reference.paths, reference.classes).save(
-            run.predictions(name, variant)
-        )
-        info["variants"][variant]["eval_seconds"] = time.perf_counter() - start
-    timings = time_interleaved(calls, warmup=3, rounds=3 if quick else 10, runs_per_round=3)
-    base = timings["fp32"].median
     rows = []
     for variant in VARIANTS:
         entry = info["variants"].setdefault(variant, {"status": "failed: not built"})
@@ -147,43 +293,49 @@ def quantize_model(
             "status": entry["status"],
             "weights": train["weights"],
             "strategy": train["strategy"],
+            "recipe": entry.get("recipe", ""),
         }
-        if entry["status"] == "ok":
-            pred = Predictions.load(run.predictions(name, variant))
+        if variant in mv.runners:
+            pred = (
+                fp32_reference(run, name)
+                if variant == "fp32"
+                else Predictions.load(run.predictions(name, variant))
+            )
             acc, f1 = accuracy_and_f1(pred.single, pred.labels)
             acc_tta, f1_tta = accuracy_and_f1(pred.tta, pred.labels) if pred.tta is not None else (None, None)
-            t = timings[variant]
+            t, own, eager = timings[variant], timings[FP32_SOURCE[variant]], timings["fp32"]
             entry.update(
-                {
-                    "accuracy": acc,
-                    "macro_f1": f1,
-                    "accuracy_tta": acc_tta,
-                    "macro_f1_tta": f1_tta,
-                    "latency": t.summary(),
-                    "size_mb": sizes[variant],
-                    "speedup_vs_fp32": base / t.median,
-                }
+                accuracy=acc,
+                macro_f1=f1,
+                accuracy_tta=acc_tta,
+                macro_f1_tta=f1_tta,
+                latency=t.summary(),
+                size_mb=mv.sizes[variant],
+                speedup_vs_runtime_fp32=own.median / t.median,
+                speedup_vs_eager_fp32=eager.median / t.median,
             )
             row.update(
-                {
-                    "accuracy": acc,
-                    "accuracy_tta": acc_tta,
-                    "macro_f1": f1,
-                    "macro_f1_tta": f1_tta,
-                    "size_mb": sizes[variant],
-                    "params": train["params"],
-                    "train_seconds": train["train_seconds"],
-                }
+                accuracy=acc,
+                accuracy_tta=acc_tta,
+                macro_f1=f1,
+                macro_f1_tta=f1_tta,
+                size_mb=mv.sizes[variant],
+                params=train["params"],
+                train_seconds=train["train_seconds"],
+                val_accuracy=entry.get("val_accuracy"),
+                latency_ms_b1=t.median,
+                latency_p90_ms_b1=t.p90,
+                latency_noisy=t.noisy,
+                speedup_vs_runtime_fp32=entry["speedup_vs_runtime_fp32"],
+                speedup_vs_eager_fp32=entry["speedup_vs_eager_fp32"],
             )
-            if variant != "fp32":  # the fp32 row's latency comes from the benchmark stage
-                row.update({"latency_ms_b1": t.median, "latency_p90_ms_b1": t.p90})
         rows.append(row)
-    ref = info["variants"]["fp32"]
-    for entry in info["variants"].values():
-        if entry["status"] == "ok":
-            entry["drop_pt"] = 100 * (ref["accuracy"] - entry["accuracy"])
-            if entry.get("accuracy_tta") is not None and ref.get("accuracy_tta") is not None:
-                entry["drop_tta_pt"] = 100 * (ref["accuracy_tta"] - entry["accuracy_tta"])
+    for entry in info["variants"].values():  # signed change against the variant's own fp32 source
+        src = info["variants"][entry.get("source", "fp32")]
+        if entry.get("accuracy") is not None and src.get("accuracy") is not None:
+            entry["change_pt"] = 100 * (entry["accuracy"] - src["accuracy"])
+            if entry.get("accuracy_tta") is not None and src.get("accuracy_tta") is not None:
+                entry["change_tta_pt"] = 100 * (entry["accuracy_tta"] - src["accuracy_tta"])
     run.upsert_results(rows)
     return info
 
@@ -199,17 +351,44 @@ def variants_frame(record: dict) -> pd.DataFrame:
                 {
                     "model": name,
                     "variant": variant,
+                    "recipe": e.get("recipe", "–" if variant in ("fp32", "onnx-fp32") else None),
                     "status": e.get("status"),
+                    "val. change pt": e.get("val_change_pt"),
                     "accuracy": e.get("accuracy"),
+                    "change pt": e.get("change_pt"),
                     "accuracy_tta": e.get("accuracy_tta"),
-                    "drop_pt": e.get("drop_pt"),
-                    "drop_tta_pt": e.get("drop_tta_pt"),
+                    "change_tta_pt": e.get("change_tta_pt"),
                     "latency_ms": lat.get("median_ms"),
                     "p90_ms": lat.get("p90_ms"),
-                    "speedup": e.get("speedup_vs_fp32"),
+                    "noisy": lat.get("noisy"),
+                    "x vs own fp32": e.get("speedup_vs_runtime_fp32"),
+                    "x vs eager fp32": e.get("speedup_vs_eager_fp32"),
                     "size_mb": e.get("size_mb"),
                 }
             )
+    return pd.DataFrame(rows)
+
+
+def attempts_frame(record: dict) -> pd.DataFrame:
+    """Every recipe the guard tried, per model and INT8 variant (quantization.json -> table)."""
+    rows = []
+    for name, info in record["models"].items():
+        for variant in ("onnx-int8", "int8-torch"):
+            guard = info["variants"].get(variant, {}).get("guard") or {}
+            for a in guard.get("attempts", []):
+                rows.append(
+                    {
+                        "model": name,
+                        "variant": variant,
+                        "recipe": a["recipe"],
+                        "status": a["status"],
+                        "val. accuracy": a["val_accuracy"],
+                        "change pt": a["change_pt"],
+                        "agreement with fp32": a["agreement"],
+                        "seconds": a["seconds"],
+                        "kept": a["recipe"] == guard.get("recipe"),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -217,12 +396,18 @@ def quantize_stage(
     run: RunDir, threads: int, calibration_images: int = 256, quick: bool = False, seed: int = 0
 ) -> dict:
     torch.set_num_threads(threads)
+    machine = machine_of(run, threads)
     record = {
         "threads": threads,
-        "protocol": "batch 1, interleaved with fp32 in the same run; speed-up = fp32 median / variant median",
+        "machine": machine,
+        "protocol": "batch 1, all four variants of a model timed interleaved in one session; speed-up = "
+        "median of the reference / median of the variant; change = variant - its own fp32 source, in "
+        "points (negative = lost accuracy); recipes chosen on the validation split",
         "models": {},
     }
     for name in run.trained_models():
-        record["models"][name] = quantize_model(run, name, threads, calibration_images, quick, seed)
+        record["models"][name] = quantize_model(
+            run, name, threads, calibration_images, quick, seed, machine["int8_class"]
+        )
     write_json(run.quantization_json, record)
     return record

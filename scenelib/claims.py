@@ -1,0 +1,206 @@
+"""What the report may claim: winners chosen on validation, intervals and paired tests on test.
+
+Rules every summary sentence follows:
+
+- **Choices use validation data only.** The best model is the one with the highest validation accuracy
+  (ties: lower validation loss); a deployment is recommended from validation accuracy and latency. The test
+  split is read only to report the chosen model's numbers.
+- **Every test number has a 95 % interval**: Wilson for accuracy (scipy), a seeded paired bootstrap over
+  test images for macro-F1 (scipy).
+- **Paired differences are tested** with McNemar's exact test (the binomial test on the discordant images):
+  each model against the chosen best, each INT8 variant against its own fp32 source. Where p >= 0.05 the
+  report says "not distinguishable on this test set" instead of ranking.
+- **Signs**: a change is variant minus reference, in points; negative means lost accuracy.
+- **Speed claims** come only from timings not marked noisy (``benchmark.Timing.noisy``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+from sklearn.metrics import f1_score
+
+from .evaluation import Predictions
+from .recipes import TOLERANCE_PT
+from .rundir import RunDir, read_json
+
+ALPHA = 0.05
+BOOTSTRAP_RESAMPLES = 1000
+NEAR_BEST_PT = 1.0  # "within 1 point of the best", on validation accuracy
+MIN_INT8_SPEEDUP = 1.1  # INT8 is recommended over its fp32 runtime only if at least this much faster
+
+
+def wilson_interval(correct: int, n: int) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion."""
+    if n == 0:
+        return (math.nan, math.nan)
+    ci = stats.binomtest(int(correct), int(n)).proportion_ci(confidence_level=1 - ALPHA, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def macro_f1_interval(labels: np.ndarray, guess: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile interval of macro-F1 from a paired bootstrap over test images (seeded)."""
+    if len(labels) < 2:
+        return (math.nan, math.nan)
+    classes = np.unique(labels)
+
+    def macro_f1(y, p):
+        return f1_score(y, p, labels=classes, average="macro", zero_division=0)
+
+    res = stats.bootstrap(
+        (labels, guess),
+        macro_f1,
+        paired=True,
+        vectorized=False,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        confidence_level=1 - ALPHA,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def interval_columns(pred: Predictions, seed: int = 0) -> dict:
+    """results.csv's accuracy / macro-F1 columns with their 95 % intervals, single view and TTA."""
+    out: dict = {}
+    for suffix, probs in (("", pred.single), ("_tta", pred.tta)):
+        if probs is None:
+            continue
+        guess = probs.argmax(1)
+        correct = int((guess == pred.labels).sum())
+        low, high = wilson_interval(correct, len(pred.labels))
+        out.update(
+            {
+                f"accuracy{suffix}": correct / len(pred.labels),
+                f"accuracy{suffix}_ci_low": low,
+                f"accuracy{suffix}_ci_high": high,
+                f"macro_f1{suffix}": float(
+                    f1_score(
+                        pred.labels, guess, labels=np.unique(pred.labels), average="macro", zero_division=0
+                    )
+                ),
+            }
+        )
+        if not suffix:
+            out["macro_f1_ci_low"], out["macro_f1_ci_high"] = macro_f1_interval(pred.labels, guess, seed)
+    return out
+
+
+def mcnemar(labels: np.ndarray, guess_a: np.ndarray, guess_b: np.ndarray) -> dict:
+    """McNemar's exact test of two classifiers on the same images: b = only A right, c = only B right."""
+    a_right, b_right = guess_a == labels, guess_b == labels
+    b, c = int((a_right & ~b_right).sum()), int((~a_right & b_right).sum())
+    p = 1.0 if b + c == 0 else float(stats.binomtest(b, b + c, 0.5).pvalue)
+    return {"only_a_right": b, "only_b_right": c, "p_value": p, "distinguishable": p < ALPHA}
+
+
+# -- choosing on validation ----------------------------------------------------------------------------------
+def validation_ranking(run: RunDir) -> list[dict]:
+    """Trained models, best first by validation accuracy (ties: lower validation loss at the kept epoch)."""
+    rows = []
+    for name in run.trained_models():
+        t = read_json(run.train_json(name))
+        history = read_json(run.history_json(name))
+        kept = history[t["best_epoch"] - 1] if history else {}
+        rows.append(
+            {"model": name, "val_accuracy": t["val_accuracy"], "val_loss": kept.get("val_loss", math.inf)}
+        )
+    return sorted(rows, key=lambda r: (-r["val_accuracy"], r["val_loss"]))
+
+
+def deployment_advice(variants: dict) -> dict:
+    """The recommended deployment of one model, from quantization.json's variants (validation + latency).
+
+    The fastest fp32 runtime (eager or ONNX Runtime) is the baseline; an INT8 variant replaces it only if
+    the guard accepted it (validation change >= -TOLERANCE_PT), its timing is not noisy, and it is at least
+    MIN_INT8_SPEEDUP times faster than that baseline."""
+
+    def latency(v):
+        return (variants.get(v, {}).get("latency") or {}).get("median_ms")
+
+    fp32 = [v for v in ("fp32", "onnx-fp32") if variants.get(v, {}).get("status") == "ok" and latency(v)]
+    fp32 = [v for v in fp32 if (variants[v].get("val_change_pt") or 0.0) >= -TOLERANCE_PT - 1e-9]
+    if not fp32:
+        return {}
+    base = min(fp32, key=latency)
+    int8, why_not = [], []
+    for v in ("onnx-int8", "int8-torch"):
+        e = variants.get(v, {})
+        if not e.get("status"):
+            continue
+        if e["status"] != "ok":
+            why_not.append(f"{v} {e['status'].split(';')[0]}")
+        elif latency(v) is None:
+            why_not.append(f"{v} was not timed")
+        elif e["latency"].get("noisy"):
+            why_not.append(f"{v}'s timing is noisy")
+        elif latency(v) * MIN_INT8_SPEEDUP > latency(base):
+            why_not.append(
+                f"{v} is not {MIN_INT8_SPEEDUP:g}x faster than {base} ({latency(v):.1f} vs {latency(base):.1f} ms)"
+            )
+        else:
+            int8.append(v)
+    chosen = min(int8, key=latency) if int8 else base
+    return {
+        "variant": chosen,
+        "int8": chosen in ("onnx-int8", "int8-torch"),
+        "latency_ms": latency(chosen),
+        "baseline": base,
+        "baseline_latency_ms": latency(base),
+        "val_change_pt": variants[chosen].get("val_change_pt"),
+        "test_accuracy": variants[chosen].get("accuracy"),
+        "test_change_pt": variants[chosen].get("change_pt"),
+        "why_not_int8": why_not,
+    }
+
+
+def _guess(run: RunDir, name: str, variant: str) -> np.ndarray | None:
+    path = run.predictions(name, "fp32-e2e" if variant == "fp32" else variant)
+    if not path.exists():
+        path = run.predictions(name, variant)
+    return Predictions.load(path).single.argmax(1) if path.exists() else None
+
+
+def claims(run: RunDir) -> dict:
+    """Everything the summary says, decided here: best (validation), its test numbers with intervals, the
+    paired tests, the fastest model within NEAR_BEST_PT of the best (validation), and per-model deployment."""
+    ranking = validation_ranking(run)
+    if not ranking:
+        return {}
+    best = ranking[0]["model"]
+    labels = Predictions.load(run.predictions(best, "fp32")).labels
+    best_guess = _guess(run, best, "fp32")
+    tests = {r["model"]: mcnemar(labels, best_guess, _guess(run, r["model"], "fp32")) for r in ranking[1:]}
+    quant = read_json(run.quantization_json)["models"] if run.quantization_json.exists() else {}
+    bench = read_json(run.benchmark_json)["models"] if run.benchmark_json.exists() else {}
+    advice, int8_tests = {}, {}
+    for name in (r["model"] for r in ranking):
+        variants = quant.get(name, {}).get("variants", {})
+        advice[name] = deployment_advice(variants)
+        for v, src in (("onnx-int8", "onnx-fp32"), ("int8-torch", "fp32")):
+            a, b = _guess(run, name, src), _guess(run, name, v)
+            if a is not None and b is not None and variants.get(v, {}).get("accuracy") is not None:
+                int8_tests[f"{name} {v}"] = {"reference": src, **mcnemar(labels, a, b)}
+    top = ranking[0]["val_accuracy"]
+    near = [r["model"] for r in ranking if 100 * (top - r["val_accuracy"]) <= NEAR_BEST_PT + 1e-9]
+
+    def speed(name):
+        a = advice.get(name) or {}
+        if a.get("latency_ms") is not None:
+            return a["latency_ms"]
+        lat = bench.get(name, {}).get("latency", {})
+        return min((v["median_ms"] for k, v in lat.items() if k.startswith("threads_")), default=math.inf)
+
+    fastest = min(near, key=speed)
+    return {
+        "ranking": ranking,
+        "best": best,
+        "runner_up_test": tests.get(ranking[1]["model"]) if len(ranking) > 1 else None,
+        "vs_best": tests,
+        "near_best": near,
+        "fastest_near_best": fastest,
+        "advice": advice,
+        "int8_tests": int8_tests,
+    }

@@ -1,0 +1,203 @@
+"""INT8 recipes chosen for the CPU, and the accuracy guard that picks one on validation data.
+
+A recipe is one way to quantize a model (weight format, range, calibration, layers kept in fp32). Which
+recipe is safe depends on the CPU's INT8 kernels (``hardware.int8_class``): ONNX Runtime's guide recommends
+U8S8 on VNNI machines, and on AVX2 / AVX-512 without VNNI either 7-bit weights (``reduce_range``) or U8U8,
+since the U8S8 kernels there sum pairs of products in 16 bits and saturate. Each runtime gets a documented
+sequence per kernel family; ``guarded_search`` walks it:
+
+1. build the variant with the next recipe (calibrated on training images);
+2. measure its accuracy on the *validation* split against its own fp32 source;
+3. stop at the first recipe that loses at most ``tolerance_pt`` points; otherwise keep the recipe with the
+   best validation accuracy and mark the variant ``rejected`` (it is still reported, never recommended).
+
+Every attempt (recipe, validation accuracy, change, agreement with fp32, seconds) is returned for the record.
+Test images are never read here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+TOLERANCE_PT = 0.5  # a variant may lose at most this many points of validation accuracy against its fp32
+
+
+@dataclass(frozen=True)
+class OrtRecipe:
+    """ONNX Runtime static QDQ quantization settings."""
+
+    name: str
+    weight_type: str = "QInt8"  # QInt8 = U8S8 (uint8 activations, int8 weights); QUInt8 = U8U8
+    reduce_range: bool = False  # 7-bit weights: no 16-bit saturation on AVX2 / AVX-512 without VNNI
+    calibrate: str = "MinMax"  # or "Percentile"
+    edges_fp32: bool = False  # keep the first convolution and the classifier in fp32
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class TorchRecipe:
+    """PyTorch FX static quantization settings (x86 / fbgemm backend, or qnnpack on Arm)."""
+
+    name: str
+    edges_fp32: bool = False
+    depthwise_fp32: bool = False
+    why: str = ""
+
+
+ORT_RECIPES = {
+    r.name: r
+    for r in (
+        OrtRecipe("u8s8", why="int8 weights, uint8 activations: the fast format where VNNI sums in 32 bits"),
+        OrtRecipe(
+            "u8s8-reduce-range",
+            reduce_range=True,
+            why="7-bit weights: ONNX Runtime's advice for U8S8 on CPUs without VNNI",
+        ),
+        OrtRecipe("u8u8", weight_type="QUInt8", why="uint8 weights: no 16-bit saturation on any x86 CPU"),
+        OrtRecipe("u8s8-edges-fp32", edges_fp32=True, why="first convolution and classifier kept in fp32"),
+        OrtRecipe(
+            "u8u8-edges-fp32",
+            weight_type="QUInt8",
+            edges_fp32=True,
+            why="uint8 weights, first convolution and classifier kept in fp32",
+        ),
+        OrtRecipe(
+            "u8u8-percentile",
+            weight_type="QUInt8",
+            calibrate="Percentile",
+            why="activation ranges from the 99.999th percentile instead of min/max (outliers clipped)",
+        ),
+    )
+}
+
+TORCH_RECIPES = {
+    r.name: r
+    for r in (
+        TorchRecipe("default", why="per-channel int8 weights, 7-bit activations (PyTorch's x86 defaults)"),
+        TorchRecipe("edges-fp32", edges_fp32=True, why="first convolution and classifier kept in fp32"),
+        TorchRecipe(
+            "depthwise-fp32",
+            edges_fp32=True,
+            depthwise_fp32=True,
+            why="depthwise convolutions, first convolution and classifier kept in fp32",
+        ),
+    )
+}
+
+# INT8 kernel family (hardware.int8_class) -> the order recipes are tried in.
+ORT_SEQUENCES = {
+    "vnni": ("u8s8", "u8s8-edges-fp32", "u8u8", "u8u8-percentile"),
+    "avx512": ("u8s8-reduce-range", "u8u8", "u8u8-edges-fp32", "u8u8-percentile"),
+    "avx2": ("u8s8-reduce-range", "u8u8", "u8u8-edges-fp32", "u8u8-percentile"),
+    "x86-other": ("u8u8", "u8u8-edges-fp32", "u8u8-percentile"),
+    "arm": ("u8s8", "u8s8-edges-fp32", "u8u8"),
+    "other": ("u8u8", "u8u8-edges-fp32"),
+}
+TORCH_SEQUENCES = dict.fromkeys(ORT_SEQUENCES, ("default", "edges-fp32", "depthwise-fp32"))
+
+
+def ort_recipes(int8_class: str) -> list[OrtRecipe]:
+    return [ORT_RECIPES[n] for n in ORT_SEQUENCES.get(int8_class, ORT_SEQUENCES["other"])]
+
+
+def torch_recipes(int8_class: str) -> list[TorchRecipe]:
+    return [TORCH_RECIPES[n] for n in TORCH_SEQUENCES.get(int8_class, TORCH_SEQUENCES["other"])]
+
+
+@dataclass
+class Attempt:
+    recipe: str
+    status: str  # "ok" or "failed: <why>"
+    val_accuracy: float | None = None
+    change_pt: float | None = None  # signed: negative = the variant lost accuracy
+    agreement: float | None = None  # share of validation images where it predicts what fp32 predicts
+    seconds: float = 0.0
+
+
+@dataclass
+class GuardResult:
+    recipe: str | None  # the kept recipe (None if every attempt failed)
+    built: object | None  # what the build returned for the kept recipe
+    accepted: bool
+    attempts: list[Attempt] = field(default_factory=list)
+    stopped: str = ""  # why the search stopped before the end of the sequence, if it did
+
+    @property
+    def status(self) -> str:
+        if self.recipe is None:
+            return "failed: " + "; ".join(f"{a.recipe}: {a.status}" for a in self.attempts)
+        if self.accepted:
+            return "ok"
+        kept = next(a for a in self.attempts if a.recipe == self.recipe)
+        return (
+            f"rejected: every recipe changed validation accuracy by more than -{TOLERANCE_PT:g} pt; "
+            f"best {self.recipe} at {kept.change_pt:+.2f} pt"
+        )
+
+    def record(self) -> dict:
+        return {
+            "recipe": self.recipe,
+            "accepted": self.accepted,
+            "tolerance_pt": TOLERANCE_PT,
+            "stopped": self.stopped,
+            "attempts": [asdict(a) for a in self.attempts],
+        }
+
+
+Build = Callable[[object], tuple[object, np.ndarray]]  # recipe -> (artifact, validation probabilities)
+
+
+def guarded_search(
+    recipes: list,
+    build: Build,
+    labels: np.ndarray,
+    reference_probs: np.ndarray,
+    tolerance_pt: float = TOLERANCE_PT,
+    keep_going: Callable[[object], str] | None = None,
+) -> GuardResult:
+    """Try ``recipes`` in order (see the module docstring). ``build(recipe)`` returns the artifact and its
+    validation-set probabilities; ``keep_going(artifact)`` may return a reason to stop early (e.g. the
+    variant is slower than fp32, so recipes that keep more layers in fp32 cannot make it pay)."""
+    reference = reference_probs.argmax(1)
+    ref_acc = float((reference == labels).mean())
+    result = GuardResult(None, None, False)
+    best_acc = -1.0
+    for recipe in recipes:
+        start = time.perf_counter()
+        try:
+            artifact, probs = build(recipe)
+        except Exception as exc:  # an op this recipe cannot quantize: record it, try the next
+            message = str(exc).splitlines()[0][:200] if str(exc) else ""
+            result.attempts.append(
+                Attempt(
+                    recipe.name,
+                    f"failed: {type(exc).__name__}: {message}",
+                    seconds=time.perf_counter() - start,
+                )
+            )
+            continue
+        guess = probs.argmax(1)
+        acc = float((guess == labels).mean())
+        attempt = Attempt(
+            recipe.name,
+            "ok",
+            acc,
+            100.0 * (acc - ref_acc),
+            float((guess == reference).mean()),
+            time.perf_counter() - start,
+        )
+        result.attempts.append(attempt)
+        if acc > best_acc:
+            best_acc, result.recipe, result.built = acc, recipe.name, artifact
+        if attempt.change_pt >= -tolerance_pt - 1e-9:
+            result.recipe, result.built, result.accepted = recipe.name, artifact, True
+            break
+        reason = keep_going(artifact) if keep_going else ""
+        if reason:
+            result.stopped = reason
+            break
+    return result

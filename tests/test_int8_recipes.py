@@ -1,0 +1,113 @@
+"""INT8 recipes chosen from the CPU's features, and the validation guard that falls back between them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scenelib.hardware import cpu_features, describe, int8_class
+from scenelib.recipes import ORT_RECIPES, guarded_search, ort_recipes, torch_recipes
+
+AVX2_ONLY = "fpu sse sse2 avx avx2 fma bmi2"
+AVX512_NO_VNNI = AVX2_ONLY + " avx512f avx512bw avx512vl"
+VNNI = AVX512_NO_VNNI + " avx512_vnni"
+ALDER_LAKE = AVX2_ONLY + " avx_vnni"
+SAPPHIRE = VNNI + " amx_tile amx_int8 amx_bf16"
+
+
+@pytest.mark.parametrize(
+    ("flags", "machine", "kind"),
+    [
+        (AVX2_ONLY, "x86_64", "avx2"),
+        (AVX512_NO_VNNI, "x86_64", "avx512"),
+        (VNNI, "x86_64", "vnni"),
+        (ALDER_LAKE, "x86_64", "vnni"),
+        (SAPPHIRE, "x86_64", "vnni"),
+        ("fpu sse sse2", "x86_64", "x86-other"),
+        ("fp asimd asimddp", "aarch64", "arm"),
+    ],
+)
+def test_int8_class_from_faked_flags(flags, machine, kind):
+    assert int8_class(cpu_features(flags.split()), machine) == kind
+
+
+def test_the_first_onnx_recipe_is_safe_for_the_cpu():
+    """U8S8 with full-range weights only where VNNI accumulates in 32 bits; 7-bit weights or U8U8 elsewhere."""
+    first = {kind: ort_recipes(kind)[0] for kind in ("vnni", "avx512", "avx2", "x86-other")}
+    assert first["vnni"].weight_type == "QInt8" and not first["vnni"].reduce_range
+    for kind in ("avx512", "avx2"):
+        assert first[kind].weight_type == "QInt8" and first[kind].reduce_range, kind
+    assert first["x86-other"].weight_type == "QUInt8"
+    # Without VNNI, no recipe in the sequence uses full-range int8 weights.
+    for kind in ("avx512", "avx2", "x86-other"):
+        assert all(r.reduce_range or r.weight_type == "QUInt8" for r in ort_recipes(kind)), kind
+    assert [r.name for r in torch_recipes("avx2")][0] == "default"
+
+
+def test_describe_says_what_is_missing():
+    assert describe(cpu_features(AVX2_ONLY.split()), "avx2") == "AVX2 (no AVX-512, no VNNI); INT8 class avx2"
+    assert "no" not in describe(cpu_features(SAPPHIRE.split()), "vnni").split(";")[0]
+
+
+def _probs(guess, n_classes=3):
+    out = np.full((len(guess), n_classes), 0.1)
+    out[np.arange(len(guess)), guess] = 0.8
+    return out
+
+
+LABELS = np.array([0, 1, 2] * 10)
+
+
+def test_guard_falls_back_from_a_bad_recipe_and_records_both():
+    """A deliberately bad first recipe (a third of the images wrong) is rejected; the next one is kept."""
+    bad = LABELS.copy()
+    bad[::3] = (bad[::3] + 1) % 3
+    outputs = {"u8s8": _probs(bad), "u8u8": _probs(LABELS)}
+    recipes = [ORT_RECIPES["u8s8"], ORT_RECIPES["u8u8"], ORT_RECIPES["u8u8-percentile"]]
+    built = []
+
+    def build(recipe):
+        built.append(recipe.name)
+        return f"artifact-{recipe.name}", outputs[recipe.name]
+
+    result = guarded_search(recipes, build, LABELS, _probs(LABELS))
+    assert built == ["u8s8", "u8u8"]  # stops at the first recipe that holds
+    assert result.recipe == "u8u8" and result.built == "artifact-u8u8" and result.accepted
+    assert result.status == "ok"
+    first, second = result.attempts
+    assert first.change_pt == pytest.approx(-100 / 3) and first.agreement == pytest.approx(2 / 3)
+    assert second.change_pt == 0 and second.val_accuracy == 1
+
+
+def test_guard_keeps_the_best_when_none_holds_and_marks_it_rejected():
+    one_off, two_off = LABELS.copy(), LABELS.copy()
+    one_off[0] = 1
+    two_off[:2] = [1, 2]
+    outputs = {"u8s8": _probs(two_off), "u8u8": _probs(one_off)}
+    result = guarded_search(
+        [ORT_RECIPES["u8s8"], ORT_RECIPES["u8u8"]],
+        lambda r: (r.name, outputs[r.name]),
+        LABELS,
+        _probs(LABELS),
+    )
+    assert not result.accepted and result.recipe == "u8u8"
+    assert result.status.startswith("rejected:") and "best u8u8 at -3.33 pt" in result.status
+
+
+def test_guard_records_a_recipe_that_fails_to_build_and_can_stop_early():
+    def build(recipe):
+        if recipe.name == "u8s8":
+            raise RuntimeError("unsupported op")
+        wrong = (LABELS + 1) % 3
+        return recipe.name, _probs(wrong)
+
+    result = guarded_search(
+        [ORT_RECIPES["u8s8"], ORT_RECIPES["u8u8"], ORT_RECIPES["u8u8-percentile"]],
+        build,
+        LABELS,
+        _probs(LABELS),
+        keep_going=lambda artifact: "slower than fp32",
+    )
+    assert [a.recipe for a in result.attempts] == ["u8s8", "u8u8"]
+    assert result.attempts[0].status == "failed: RuntimeError: unsupported op"
+    assert result.stopped == "slower than fp32" and result.recipe == "u8u8" and not result.accepted
