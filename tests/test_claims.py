@@ -1,0 +1,121 @@
+"""What the report claims: intervals, paired tests, validation-only choices, signed changes."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from scenelib import report as rp
+from scenelib.claims import deployment_advice, mcnemar, validation_ranking, wilson_interval
+from scenelib.rundir import RunDir, read_json, write_json
+from scenelib.splits import read_manifest, split_rows
+
+
+def test_wilson_interval_matches_the_textbook_values():
+    # 622 of 630 correct: the Wilson interval is asymmetric and stays below 1.
+    low, high = wilson_interval(622, 630)
+    assert low == pytest.approx(0.97514, abs=1e-4) and high == pytest.approx(0.99355, abs=1e-4)
+    assert wilson_interval(630, 630)[1] == pytest.approx(1.0) and wilson_interval(630, 630)[0] < 0.995
+
+
+def test_mcnemar_counts_only_discordant_images():
+    labels = np.zeros(100, dtype=int)
+    a = np.zeros(100, dtype=int)
+    b = np.zeros(100, dtype=int)
+    b[:10] = 1  # ten images only A gets right
+    t = mcnemar(labels, a, b)
+    assert (t["only_a_right"], t["only_b_right"]) == (10, 0)
+    assert t["p_value"] == pytest.approx(2 * 0.5**10) and t["distinguishable"]
+    b[:10], b[10:12] = 0, 1
+    b[20] = 0
+    a[30] = 1  # one each way: indistinguishable
+    t = mcnemar(labels, a, b)
+    assert (t["only_a_right"], t["only_b_right"]) == (2, 1) and not t["distinguishable"]
+
+
+def _variant(status="ok", ms=10.0, val=0.0, acc=0.98, noisy=False):
+    return {
+        "status": status,
+        "latency": {"median_ms": ms, "noisy": noisy},
+        "val_change_pt": val,
+        "accuracy": acc,
+    }
+
+
+def test_int8_is_recommended_only_when_it_holds_and_pays():
+    base = {"fp32": _variant(ms=40), "onnx-fp32": _variant(ms=13)}
+    # AVX2-like: INT8 held accuracy but is no faster than ONNX fp32 -> ONNX fp32, with the reason.
+    a = deployment_advice({**base, "onnx-int8": _variant(ms=12.7), "int8-torch": _variant(ms=15.5)})
+    assert a["variant"] == "onnx-fp32" and not a["int8"]
+    assert any("onnx-int8 is not 1.1x faster" in w for w in a["why_not_int8"])
+    # VNNI-like: 4x faster and within tolerance -> INT8.
+    a = deployment_advice({**base, "onnx-int8": _variant(ms=3.1, val=-0.0)})
+    assert a["variant"] == "onnx-int8" and a["int8"]
+    # Fast but rejected by the guard, or timed on a busy machine -> never recommended.
+    rejected = _variant(status="rejected: every recipe ...; best u8s8 at -10.60 pt", ms=3.0)
+    a = deployment_advice({**base, "onnx-int8": rejected, "int8-torch": _variant(ms=2.0, noisy=True)})
+    assert a["variant"] == "onnx-fp32" and len(a["why_not_int8"]) == 2
+
+
+@pytest.fixture
+def finished_run(tiny_run, tmp_path):
+    code, run = tiny_run
+    assert code == 0
+    copy = tmp_path / "run"
+    shutil.copytree(run.root, copy, symlinks=True)
+    return RunDir(copy)
+
+
+def test_the_best_model_is_chosen_on_validation_not_test(finished_run):
+    run = finished_run
+    for name, val, test in (("simple_cnn", 0.9, 0.5), ("mobilenet_v2", 0.5, 0.99)):
+        t = read_json(run.train_json(name))
+        write_json(run.train_json(name), {**t, "val_accuracy": val, "test_accuracy": test})
+    assert [r["model"] for r in validation_ranking(run)] == ["simple_cnn", "mobilenet_v2"]
+    lines = rp.summary_lines(run)
+    assert lines[0].startswith("- **Best model (chosen on validation)**: simple_cnn, 90.00% validation")
+    assert "95% CI" in lines[0] and "McNemar" in lines[1]
+
+
+def test_a_lost_point_is_a_negative_change_in_the_sentence(finished_run):
+    """An INT8 variant that held validation accuracy but lost test accuracy: the summary says minus."""
+    run = finished_run
+    record = read_json(run.quantization_json)
+    variants = record["models"]["simple_cnn"]["variants"]
+    onnx_fp32 = variants["onnx-fp32"]
+    variants["onnx-int8"].update(
+        status="ok",
+        recipe="u8u8",
+        val_change_pt=0.0,
+        accuracy=onnx_fp32["accuracy"] - 0.0222,
+        change_pt=-2.22,
+        latency={**onnx_fp32["latency"], "median_ms": onnx_fp32["latency"]["median_ms"] / 3, "noisy": False},
+    )
+    onnx_fp32["latency"]["noisy"] = False
+    variants["fp32"]["latency"] = {**variants["fp32"]["latency"], "noisy": False}
+    write_json(run.quantization_json, record)
+    line = next(x for x in rp.summary_lines(run) if x.startswith("- **Deploy simple_cnn"))
+    assert "as onnx-int8" in line and "-2.22 pt on test" in line and "+2.22" not in line
+
+
+def test_calibration_and_the_guard_read_no_test_image(finished_run, monkeypatch):
+    from scenelib.stages import quantize
+
+    run = finished_run
+    test_paths = {r.path for r in split_rows(read_manifest(run.splits_csv), "test")}
+    read: list[str] = []
+    real = quantize.decode_images
+
+    def spy(paths, size, *args, **kwargs):
+        read.extend(str(p) for p in paths)
+        return real(paths, size, *args, **kwargs)
+
+    monkeypatch.setattr(quantize, "decode_images", spy)
+    mv = quantize.ModelVariants(run, "simple_cnn", 2, 8, 0, "avx2")
+    mv.build_onnx_fp32()
+    mv.build_onnx_int8()
+    mv.build_torch_int8()
+    assert read and not test_paths.intersection(read)
+    assert mv.info["variants"]["onnx-int8"]["guard"]["attempts"]
