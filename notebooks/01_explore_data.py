@@ -19,6 +19,8 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from scenelib import plots
+from scenelib import report as rp
+from scenelib.report import esc
 from scenelib.rundir import open_run
 from scenelib.stages.explore import explore, read_channel_stats
 
@@ -27,7 +29,7 @@ exploration = explore(run, dataset, data_dir, split, seed, max_per_class)
 summary = exploration.summary
 display(
     Markdown(
-        f"**{summary['description']}** at `{summary['root']}`: {summary['n_images']} readable images "
+        f"**{esc(summary['description'])}** at `{esc(summary['root'])}`: {summary['n_images']} readable images "
         f"in {summary['n_classes']} classes ({summary['n_files']} files)."
     )
 )
@@ -80,25 +82,35 @@ integrity = pd.DataFrame(
         {"check": "non-RGB images (converted)", "found": len(summary["non_rgb"])},
         {"check": f"not {summary['nominal_size']} px square", "found": len(summary["odd_size"])},
         {"check": "groups of identical images", "found": len(summary["duplicate_groups"])},
+        {"check": "oversized (above Pillow's decompression-bomb limit)", "found": len(summary["oversized"])},
+        {
+            "check": "16/32-bit images (scaled to 8 bits by bit depth)",
+            "found": len(summary["high_bit_depth"]),
+        },
+        {"check": "links and repeated files left out", "found": len(summary["skipped_files"])},
     ]
 )
 display(integrity.style.hide(axis="index"))
 
+
 # %%
+def table(frame: pd.DataFrame):
+    """File names, class names and error messages come from the data: shown escaped, never as HTML."""
+    return frame.style.format(escape="html").hide(axis="index")
+
+
 if summary["odd_size"]:
-    display(pd.DataFrame(summary["odd_size"]).assign(path=lambda t: t.path.map(lambda p: p.split("/")[-1])))
-if summary["duplicate_groups"]:
     display(
-        pd.DataFrame(
-            {
-                "identical images": [
-                    ", ".join(p.split("/")[-1] for p in g) for g in summary["duplicate_groups"]
-                ]
-            }
-        )
+        table(pd.DataFrame(summary["odd_size"]).assign(path=lambda t: t.path.map(lambda p: p.split("/")[-1])))
     )
+if summary["duplicate_groups"]:
+    names = [", ".join(p.split("/")[-1] for p in g) for g in summary["duplicate_groups"]]
+    display(table(pd.DataFrame({"identical images": names})))
+    display(Markdown(rp.duplicates_note(summary).lstrip("; ").capitalize() + "."))
 if summary["corrupt"]:
-    display(pd.DataFrame(summary["corrupt_errors"].items(), columns=["path", "error"]))
+    display(table(pd.DataFrame(summary["corrupt_errors"].items(), columns=["path", "error"])))
+if summary["skipped_files"]:
+    display(table(pd.DataFrame({"left out": summary["skipped_files"]})))
 
 # %% [markdown]
 # ## The split

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,7 @@ from PIL import Image
 
 from .datasets import SceneDataset
 from .rundir import read_json, write_json
+from .transforms import HIGH_BIT_MODES, to_rgb
 
 CACHE_ENV = "SCENELIB_CACHE_DIR"
 
@@ -42,16 +44,30 @@ class ImageRecord:
     channel_std: list[float] = field(default_factory=list)
 
 
+STATS_SIDE = 256  # channel statistics are computed on a copy at most this many pixels on a side
+
+
 def inspect_image(path: Path, label: int) -> ImageRecord:
-    """Decode one file fully; any failure makes it 'corrupt' with the reason kept."""
+    """Decode one file fully; any failure makes it 'corrupt' with the reason kept.
+
+    Memory stays bounded: images above Pillow's decompression-bomb limit are reported as oversized instead
+    of decoded, the pixel hash reads the decoded bytes in place, and channel statistics come from a copy at
+    most ``STATS_SIDE`` px on a side."""
     try:
-        with Image.open(path) as img:
-            mode, (width, height) = img.mode, img.size
-            rgb = np.asarray(img.convert("RGB"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                mode, (width, height) = img.mode, img.size
+                rgb_img = to_rgb(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return ImageRecord(str(path), label, ok=False, error=f"oversized: {exc}")
     except Exception as exc:  # Pillow raises many types for broken files
         return ImageRecord(str(path), label, ok=False, error=f"{type(exc).__name__}: {exc}")
-    digest = hashlib.sha256(f"{width}x{height}".encode() + rgb.tobytes()).hexdigest()
-    pixels = rgb.reshape(-1, 3) / 255.0
+    digest = hashlib.sha256(f"{width}x{height}".encode())
+    digest.update(memoryview(np.ascontiguousarray(np.asarray(rgb_img))).cast("B"))
+    digest = digest.hexdigest()
+    rgb_img.thumbnail((STATS_SIDE, STATS_SIDE))
+    pixels = np.asarray(rgb_img, dtype=np.float32).reshape(-1, 3) / 255.0
     return ImageRecord(
         str(path),
         label,
@@ -119,6 +135,12 @@ def summarize(dataset: SceneDataset, records: list[ImageRecord]) -> dict:
         "nominal_size": nominal,
         "sizes": dict(Counter(f"{r.width}x{r.height}" for r in ok).most_common()),
         "odd_size": odd,
+        "oversized": [r.path for r in records if r.error.startswith("oversized")],
+        "high_bit_depth": [
+            {"path": r.path, "mode": r.mode} for r in ok if r.mode in HIGH_BIT_MODES or r.mode in ("I", "F")
+        ],
+        "high_bit_depth_note": "16-bit images are scaled by their bit depth (32-bit ones by their maximum) to 8 bits",
+        "skipped_files": list(getattr(dataset, "skipped", [])),
         "duplicate_groups": duplicates,
         "channel_mean": [round(float(v), 4) for v in means.mean(0)] if len(means) else None,
         "channel_std": [round(float(v), 4) for v in np.sqrt((stds**2).mean(0))] if len(stds) else None,

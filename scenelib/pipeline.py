@@ -31,6 +31,7 @@ from .rundir import (
     start_over,
     write_json,
 )
+from .splits import check_split_feasible
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STAGES = ("01_explore_data", "02_train_model", "03_benchmark", "04_quantize", "05_report")
@@ -183,6 +184,12 @@ def run_pipeline(cfg: RunConfig) -> int:
     except DatasetNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        check_split_feasible(
+            dataset, cfg.split or dataset.default_split, QUICK_IMAGES_PER_CLASS if cfg.quick else None
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     run, reset = prepare_run_dir(cfg)
     with RunLock(run.root):
         if reset:

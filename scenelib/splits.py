@@ -39,6 +39,34 @@ def check_split_preset(preset: str, dataset: SceneDataset | None = None) -> None
         raise ValueError(f"dataset {dataset.name!r} has no official split; use 70/30 or 80/10/10")
 
 
+MIN_PER_CLASS = 3  # one image each for train, validation and test
+
+
+def check_split_feasible(dataset: SceneDataset, preset: str, max_per_class: int | None = None) -> None:
+    """Refuse, before anything is written, a dataset the split cannot serve: fewer than two classes, or a
+    class with too few images for train, validation and test. The message names the classes."""
+    check_split_preset(preset, dataset)
+    if len(dataset.classes) < 2:
+        raise ValueError(
+            f"{dataset.name}: found {len(dataset.classes)} class folder(s) under {dataset.root}; a classifier "
+            "needs at least two (one sub-folder of images per class)"
+        )
+    counts = [0] * len(dataset.classes)
+    for s in dataset.samples:
+        if preset != "official" or s.official_split == "train":
+            counts[s.label] += 1
+    need = 2 if preset == "official" else MIN_PER_CLASS
+    if max_per_class:
+        counts = [min(c, max_per_class) for c in counts]
+    small = [f"{dataset.classes[i]} ({c})" for i, c in enumerate(counts) if c < need]
+    if small:
+        raise ValueError(
+            f"{dataset.name}: split {preset} needs at least {need} images in every class "
+            f"{'(train part) ' if preset == 'official' else ''}for train, validation and test; too few in: "
+            f"{', '.join(small)}. Add images or remove those class folders"
+        )
+
+
 def _stratified(
     items: list[int], labels: list[int], test_size: float, seed: int
 ) -> tuple[list[int], list[int]]:

@@ -38,10 +38,27 @@ def check_augmentation(name: str) -> None:
         raise ValueError(f"unknown augmentation {name!r}; valid: {', '.join(AUGMENTATIONS)}")
 
 
+HIGH_BIT_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB with 8 bits per channel. 16-bit and 32-bit grey images (common in remote sensing) are scaled by
+    their bit depth (32-bit integer and float ones by their own maximum), not clipped to white as Pillow's
+    plain ``convert`` does."""
+    if img.mode in HIGH_BIT_MODES or img.mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        top = HIGH_BIT_MODES.get(img.mode) or max(float(arr.max()), 1.0)
+        if img.mode in ("I", "F") and top <= 255.0:
+            top = 255.0
+        grey = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    return img.convert("RGB")
+
+
 def load_square(path: str | Path, size: int) -> np.ndarray:
     """Decode to RGB, centre-crop to a square, resize to ``size`` (HWC uint8)."""
     with Image.open(path) as img:
-        rgb = img.convert("RGB")
+        rgb = to_rgb(img)
     w, h = rgb.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2

@@ -181,10 +181,110 @@ def test_safe_extract_accepts_clean_tar(tmp_path: Path) -> None:
     archive = tmp_path / "clean.tar"
     with tarfile.open(archive, "w") as tf:
         _add_tar_member(tf, "a/b.txt", b"hello")
-        _add_tar_member(tf, "a/link", type=tarfile.SYMTYPE, linkname="b.txt")
+        _add_tar_member(tf, "a/c", type=tarfile.DIRTYPE)
     safe_extract(archive, tmp_path / "out")
-    assert (tmp_path / "out" / "a" / "b.txt").read_bytes() == b"hello"
-    assert (tmp_path / "out" / "a" / "link").read_bytes() == b"hello"
+    assert (tmp_path / "out" / "a" / "b.txt").read_bytes() == b"hello" and (tmp_path / "out" / "a" / "c").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("name", "attrs"),
+    [
+        ("a/inner-link", {"type": tarfile.SYMTYPE, "linkname": "b.txt"}),
+        ("a/hard", {"type": tarfile.LNKTYPE, "linkname": "a/b.txt"}),
+        ("a/dev", {"type": tarfile.CHRTYPE}),
+        # The CVE-2025-4517 shape: a chain of links that each look harmless, then a file written through it.
+        ("a/l1", {"type": tarfile.SYMTYPE, "linkname": "."}),
+    ],
+)
+def test_safe_extract_refuses_every_link_and_device(tmp_path: Path, name: str, attrs: dict) -> None:
+    archive = tmp_path / "links.tar"
+    with tarfile.open(archive, "w") as tf:
+        _add_tar_member(tf, "a/b.txt", b"hello")
+        _add_tar_member(tf, name, **attrs)
+        _add_tar_member(tf, "a/l1/l1/l1/escape.txt", b"pwned")
+    with pytest.raises(ValueError, match=re.escape(repr(name)) + ".*link, device or fifo"):
+        safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_safe_extract_refuses_zip_symlinks_and_paths_through_existing_links(tmp_path: Path) -> None:
+    archive = tmp_path / "link.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        info = zipfile.ZipInfo("a/link")
+        info.external_attr = (0o120777) << 16  # a symlink entry, as Info-ZIP stores it
+        zf.writestr(info, "../../outside")
+    with pytest.raises(ValueError, match="link or special file"):
+        safe_extract(archive, tmp_path / "out")
+    # A folder of the target that is already a link elsewhere cannot carry a member out.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "sub").symlink_to(elsewhere)
+    plain = tmp_path / "plain.zip"
+    with zipfile.ZipFile(plain, "w") as zf:
+        zf.writestr("sub/x.txt", "through the link")
+    with pytest.raises(ValueError, match="outside"):
+        safe_extract(plain, target)
+    assert not (elsewhere / "x.txt").exists()
+
+
+def test_download_retries_then_gives_the_network_error(tmp_path: Path, monkeypatch) -> None:
+    import urllib.error
+    import urllib.request
+
+    calls = []
+
+    def black_hole(url, timeout):
+        calls.append(timeout)
+        raise urllib.error.URLError("timed out")
+
+    monkeypatch.setattr(urllib.request, "urlopen", black_hole)
+    with pytest.raises(urllib.error.URLError):
+        download_url("http://127.0.0.1:9/x.zip", tmp_path / "x.zip", "0" * 32, timeout=5, retries=3, backoff=0)
+    assert calls == [5, 5, 5] and not list(tmp_path.iterdir())
+
+
+def test_symlink_loops_and_repeated_files_are_not_counted(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_image(root / "a" / "a0.png")
+    write_image(root / "b" / "b0.png")
+    (root / "loop").symlink_to(".")  # a class-level loop would otherwise be a class holding every image
+    (root / "a" / "again").symlink_to("..")
+    (root / "b" / "twin.png").symlink_to(root / "a" / "a0.png")
+    outside = write_image(tmp_path / "outside" / "o.png")
+    (root / "b" / "out.png").symlink_to(outside)
+    ds = FolderDataset(root)
+    assert ds.classes == ["a", "b"]
+    assert sorted(s.path.name for s in ds.samples) == ["a0.png", "b0.png"]
+    reasons = " | ".join(ds.skipped)
+    assert "loop: a link to a folder" in reasons and "again: a link to a folder" in reasons
+    assert "twin.png: the same file" in reasons and "out.png: a link leading out" in reasons
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path: Path) -> None:
+    from scenelib.integrity import inspect_image
+    from scenelib.transforms import load_square
+
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).astype(np.uint16)  # 0 .. 63000
+    path = tmp_path / "dem.png"
+    Image.fromarray(ramp).save(path)
+    with Image.open(path) as img:
+        assert img.mode.startswith("I")
+    rgb = load_square(path, 8)
+    assert rgb[..., 0].max() == round(63000 / 65535 * 255) and rgb[0, 0, 0] == 0
+    assert len(np.unique(rgb[..., 0])) == 64  # every level survives (clipping leaves 2)
+    record = inspect_image(path, 0)
+    assert record.ok and 0.3 < record.channel_mean[0] < 0.6
+
+
+def test_oversized_images_are_reported_not_decoded(tmp_path: Path, monkeypatch) -> None:
+    from scenelib.integrity import inspect_image
+
+    path = write_image(tmp_path / "big.png", size=64)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 = 4096 > 1000: a "bomb"
+    record = inspect_image(path, 0)
+    assert not record.ok and record.error.startswith("oversized:")
 
 
 @pytest.mark.parametrize("nested", [True, False], ids=["kaggle-nesting", "flat"])

@@ -145,3 +145,16 @@ def test_latest_link_is_replaced_atomically(tmp_path):
         "b",
         "latest",
     ]
+
+
+def test_a_dataset_the_split_cannot_serve_is_refused_before_anything_is_written(tmp_path, capsys):
+    one_class = write_image_tree(tmp_path / "one", ["only"], 6, size=8)
+    out = tmp_path / "out"
+    assert main(["--dataset", "folder", "--data-dir", str(one_class), "--output", str(out)]) == 2
+    assert "at least two" in capsys.readouterr().err and not out.exists()
+    tiny = write_image_tree(tmp_path / "tiny", ["big", "small"], 6, size=8)
+    for extra in sorted((tiny / "small").iterdir())[1:]:
+        extra.unlink()
+    assert main(["--dataset", "folder", "--data-dir", str(tiny), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "too few in: small (1)" in err and "big" not in err.split("too few in:")[1] and not out.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,15 +26,44 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def scan_class_folders(root: Path, official_split: str | None = None) -> tuple[list[str], list[Sample]]:
-    """Read a ``<root>/<class>/<image>`` tree: classes are the sub-folder names, sorted."""
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    samples = [
-        Sample(path, label, official_split)
-        for label, name in enumerate(classes)
-        for path in sorted((root / name).rglob("*"))
-        if is_image_file(path)
-    ]
+def scan_class_folders(
+    root: Path, official_split: str | None = None, skipped: list[str] | None = None
+) -> tuple[list[str], list[Sample]]:
+    """Read a ``<root>/<class>/<image>`` tree: classes are the sub-folder names, sorted.
+
+    Symbolic links to folders are not followed (a ``loop -> .`` would otherwise become a class holding
+    every image), and a file reached twice, or through a link leading out of ``root``, is counted once or
+    not at all. What was left out is appended to ``skipped`` ("path: why")."""
+    skipped = [] if skipped is None else skipped
+    real_root = root.resolve()
+    classes = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith(".") or not p.is_dir():
+            continue
+        if p.is_symlink():
+            skipped.append(f"{p}: a link to a folder ({os.readlink(p)}), not followed")
+            continue
+        classes.append(p.name)
+    seen: set[Path] = set()
+    samples = []
+    for label, name in enumerate(classes):
+        for folder, dirs, files in os.walk(root / name, followlinks=False):
+            for d in dirs:
+                if (Path(folder) / d).is_symlink():
+                    skipped.append(f"{Path(folder) / d}: a link to a folder, not followed")
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for f in sorted(files):
+                path = Path(folder) / f
+                if not is_image_file(path):
+                    continue
+                real = path.resolve()
+                if real in seen:
+                    skipped.append(f"{path}: the same file as another image, counted once")
+                elif real_root not in real.parents:
+                    skipped.append(f"{path}: a link leading out of {root}, not followed")
+                else:
+                    seen.add(real)
+                    samples.append(Sample(path, label, official_split))
     return classes, samples
 
 
@@ -55,6 +85,7 @@ class SceneDataset:
     def __init__(self, data_dir: Path | str, download: bool = False) -> None:
         self.data_dir = Path(data_dir)
         self.download = download
+        self.skipped: list[str] = []  # files and links left out while scanning, with the reason
         self.classes, self.samples = self._load()
         if not self.samples:
             raise DatasetNotFoundError(
@@ -72,7 +103,7 @@ class SceneDataset:
     def _load(self) -> tuple[list[str], list[Sample]]:
         if not self.root.is_dir():
             raise DatasetNotFoundError(f"{self.name}: {self.root} does not exist. {self.missing_hint()}")
-        return scan_class_folders(self.root)
+        return scan_class_folders(self.root, skipped=self.skipped)
 
     def __len__(self) -> int:
         return len(self.samples)

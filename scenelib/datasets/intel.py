@@ -51,8 +51,10 @@ class IntelImageClassification(SceneDataset):
             raise DatasetNotFoundError(
                 f"{self.name}: {' and '.join(missing)} not found. {self.missing_hint()}"
             )
-        classes, samples = scan_class_folders(folders["train"], official_split="train")
-        test_classes, test_samples = scan_class_folders(folders["test"], official_split="test")
+        classes, samples = scan_class_folders(folders["train"], official_split="train", skipped=self.skipped)
+        test_classes, test_samples = scan_class_folders(
+            folders["test"], official_split="test", skipped=self.skipped
+        )
         if test_classes != classes:
             raise DatasetNotFoundError(
                 f"{self.name}: train classes {classes} and test classes {test_classes} differ under "

@@ -53,8 +53,10 @@ class CIFAR10Images(SceneDataset):
     def _load(self) -> tuple[list[str], list[Sample]]:
         if not (self.root / EXPORT_DONE).is_file():
             self._export()
-        classes, samples = scan_class_folders(self.root / "train", official_split="train")
-        _, test_samples = scan_class_folders(self.root / "test", official_split="test")
+        classes, samples = scan_class_folders(
+            self.root / "train", official_split="train", skipped=self.skipped
+        )
+        _, test_samples = scan_class_folders(self.root / "test", official_split="test", skipped=self.skipped)
         return classes, samples + test_samples
 
     def _open_split(self, split: str) -> Any:
@@ -106,7 +108,7 @@ class EuroSATRGB(SceneDataset):
     def _load(self) -> tuple[list[str], list[Sample]]:
         if not self.root.is_dir():
             self._fetch()
-        return scan_class_folders(self.root)
+        return scan_class_folders(self.root, skipped=self.skipped)
 
     def _fetch(self) -> None:
         if not self.download:

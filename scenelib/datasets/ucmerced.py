@@ -58,7 +58,7 @@ class UCMerced(SceneDataset):
 
     def _load(self) -> tuple[list[str], list[Sample]]:
         self._verify()
-        return scan_class_folders(self.root)
+        return scan_class_folders(self.root, skipped=self.skipped)
 
     def _verify(self) -> None:
         """Make sure ``root`` exists, extracting or downloading the zip when that is possible."""
