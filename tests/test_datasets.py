@@ -183,7 +183,9 @@ def test_safe_extract_accepts_clean_tar(tmp_path: Path) -> None:
         _add_tar_member(tf, "a/b.txt", b"hello")
         _add_tar_member(tf, "a/c", type=tarfile.DIRTYPE)
     safe_extract(archive, tmp_path / "out")
-    assert (tmp_path / "out" / "a" / "b.txt").read_bytes() == b"hello" and (tmp_path / "out" / "a" / "c").is_dir()
+    assert (tmp_path / "out" / "a" / "b.txt").read_bytes() == b"hello" and (
+        tmp_path / "out" / "a" / "c"
+    ).is_dir()
 
 
 @pytest.mark.parametrize(
@@ -241,7 +243,9 @@ def test_download_retries_then_gives_the_network_error(tmp_path: Path, monkeypat
 
     monkeypatch.setattr(urllib.request, "urlopen", black_hole)
     with pytest.raises(urllib.error.URLError):
-        download_url("http://127.0.0.1:9/x.zip", tmp_path / "x.zip", "0" * 32, timeout=5, retries=3, backoff=0)
+        download_url(
+            "http://127.0.0.1:9/x.zip", tmp_path / "x.zip", "0" * 32, timeout=5, retries=3, backoff=0
+        )
     assert calls == [5, 5, 5] and not list(tmp_path.iterdir())
 
 
