@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 ARGS ?=
 
-.PHONY: report quick test test-all lint install browser clean-reports
+.PHONY: report quick test test-all lint install browser clean-reports lab
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt requirements-test.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,17 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check scenelib tests notebooks run_all.py
 	$(VENV)/bin/ruff format --check scenelib tests notebooks run_all.py
+
+# JupyterLab from the project's venv; .py notebooks open as notebooks on double-click. The settings live in
+# the venv (JupyterLab's application overrides.json and user settings), never in the user's home.
+# LAB_ARGS="--no-browser --port 8899" etc.
+LAB_DIR := $(abspath $(VENV))/share/jupyter/lab
+LAB_ARGS ?=
+LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+lab: install
+	$(VENV)/bin/jupytext-config --settings-file $(LAB_DIR)/settings/overrides.json set-default-viewer python
+	JUPYTERLAB_SETTINGS_DIR=$(LAB_DIR)/user-settings JUPYTERLAB_WORKSPACES_DIR=$(LAB_DIR)/workspaces \
+	  $(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR) $(LAB_ROOT) $(LAB_ARGS)
 
 # Headless Chromium and its driver for the report's browser test (Debian packages, needs root).
 browser:
