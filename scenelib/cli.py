@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="start an existing run directory over (only one this tool created; anything else is refused)",
     )
     p.add_argument("--resume", action="store_true", help="continue an existing --output directory")
+    p.add_argument(
+        "--only",
+        choices=["report"],
+        help="report: re-render report.html of an existing --output run from its files (trains nothing)",
+    )
     p.add_argument("--split", help=f"split preset: {', '.join(SPLIT_PRESETS)} (default: the dataset's)")
     p.add_argument("--strategy", default="auto", help=f"{', '.join(STRATEGIES)}, or auto (per model)")
     p.add_argument("--weights", default="auto", help="auto, torchvision, offline, none, or a state-dict file")
@@ -89,6 +94,7 @@ class RunConfig:
     resume: bool
     force: bool
     output_given: bool = True
+    only: str = ""
     argv: list[str] = field(default_factory=list)
 
 
@@ -137,6 +143,10 @@ def _check_choices(args: argparse.Namespace) -> None:
         raise UsageError("--resume and --force exclude each other")
     if args.resume and not args.output:
         raise UsageError("--resume needs --output pointing at the run directory to continue")
+    if args.only and not args.output:
+        raise UsageError("--only report needs --output pointing at a finished run directory")
+    if args.only and args.force:
+        raise UsageError("--only report re-renders a run; it cannot be combined with --force")
 
 
 def parse_config(argv: list[str]) -> RunConfig:
@@ -177,8 +187,9 @@ def parse_config(argv: list[str]) -> RunConfig:
         calibration_images=args.calibration_images,
         download=args.download,
         output=output.absolute(),
-        resume=args.resume,
+        resume=args.resume or bool(args.only),
         force=args.force,
         output_given=bool(args.output),
+        only=args.only or "",
         argv=list(argv),
     )

@@ -131,6 +131,12 @@ class Runner:
         return outcome
 
 
+def _resumes(previous: dict, start: str) -> list[str]:
+    """One entry per resume (run.json is rewritten after every stage of it)."""
+    earlier = previous.get("resumed_at", [])
+    return earlier if start in earlier else [*earlier, start]
+
+
 def write_run_json(
     cfg: RunConfig,
     run: RunDir,
@@ -170,7 +176,7 @@ def write_run_json(
             "platform": platform.platform(),
             "start": previous.get("start", start) if cfg.resume else start,
             "end": end,
-            "resumed_at": [*previous.get("resumed_at", []), start] if cfg.resume else [],
+            "resumed_at": _resumes(previous, start) if cfg.resume else [],
             "stage_seconds": stage_seconds,
             "stage_status": stage_status,
             "wall_seconds": round(wall, 1) if wall is not None else None,
@@ -197,11 +203,24 @@ def run_pipeline(cfg: RunConfig) -> int:
         return _run_stages(cfg, run, dataset)
 
 
+def _render_only(cfg: RunConfig, run: RunDir, runner: Runner) -> int:
+    """--only report: re-run 05_report on the run's files and re-render report.html; nothing else."""
+    report = runner.stage("05_report", {"run_dir": str(run.root)}, inputs=now_iso())
+    if run.executed_notebook("05_report").exists():
+        render_report(run)
+        runner.log(f"report: {run.report_html}")
+    return 1 if report.status.startswith("failed") else 0
+
+
 def _run_stages(cfg: RunConfig, run: RunDir, dataset) -> int:
     start = now_iso()
     runner = Runner(cfg, run, start)
     runner.log(f"run directory {run.root}")
     write_run_json(cfg, run, start, [], None)
+    if cfg.only == "report":
+        code = _render_only(cfg, run, runner)
+        write_run_json(cfg, run, start, runner.outcomes, now_iso(), time.perf_counter() - runner.t0)
+        return code
     split = cfg.split or dataset.default_split
     augmentation = (
         cfg.augmentation if cfg.augmentation != "auto" else ("aerial" if dataset.aerial else "light")

@@ -121,6 +121,18 @@ def test_resume_skips_finished_work(tiny_run, capsys):
     out = capsys.readouterr().out
     assert out.count("done in an earlier run, skipped") == 6
     assert run.results_csv.read_text() == before
+    assert len(read_json(run.run_json)["resumed_at"]) == 1  # one entry per resume, not per stage
+
+
+def test_only_report_re_renders_and_runs_nothing_else(tiny_run, capsys):
+    code, run = tiny_run
+    before = run.results_csv.read_text()
+    run.report_html.unlink()
+    args = ["--dataset", "folder", "--data-dir", read_json(run.run_json)["parameters"]["data_dir"]]
+    assert main([*args, "--output", str(run.root), "--only", "report"]) == 0
+    out = capsys.readouterr().out
+    assert "05_report: running" in out and "02_train_model" not in out and "03_benchmark" not in out
+    assert run.report_html.exists() and run.results_csv.read_text() == before
 
 
 def test_unknown_names_exit_2_and_write_nothing(tmp_path, capsys):
