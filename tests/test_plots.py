@@ -197,7 +197,7 @@ def test_quantization_before_after(tmp_path: Path, benchmark: pd.DataFrame) -> N
     fig = plots.quantization_before_after(benchmark)
     lat_ax, acc_ax = fig.axes
     assert len(lat_ax.patches) == len(benchmark)
-    assert " ×2.7" in [t.get_text() for t in lat_ax.texts]  # 60 ms / 22 ms
+    assert " ×2.73" in [t.get_text() for t in lat_ax.texts]  # 60 ms / 22 ms
     assert any("(-2.20 pt)" in t.get_text() for t in acc_ax.texts)  # 88.0 % vs 90.2 %
     check(fig, 2, tmp_path)
     # Frames built from JSON carry None for a failed variant, which makes the column object-typed.

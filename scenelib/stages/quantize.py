@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from ..benchmark import file_mb, onnx_infer, time_interleaved, torch_infer
+from ..claims import interval_columns
 from ..evaluation import Predictions, accuracy_and_f1
 from ..features import extract_views, ort_session
 from ..hardware import machine_record
@@ -315,10 +316,7 @@ def quantize_model(
                 speedup_vs_eager_fp32=eager.median / t.median,
             )
             row.update(
-                accuracy=acc,
-                accuracy_tta=acc_tta,
-                macro_f1=f1,
-                macro_f1_tta=f1_tta,
+                **interval_columns(pred, seed),
                 size_mb=mv.sizes[variant],
                 params=train["params"],
                 train_seconds=train["train_seconds"],
