@@ -27,12 +27,12 @@ quick: install
 # The test suite: unit tests, real papermill execution end to end on tiny data, slow tests on real data
 # when SCENELIB_DATA_DIR points at UC Merced, and the browser check when Chromium is installed.
 test: install
-	$(VENV)/bin/ruff check scenelib tests notebooks run_all.py
+	$(VENV)/bin/ruff check scenelib tests notebooks benchmarks run_all.py
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check scenelib tests notebooks run_all.py
-	$(VENV)/bin/ruff format --check scenelib tests notebooks run_all.py
+	$(VENV)/bin/ruff check scenelib tests notebooks benchmarks run_all.py
+	$(VENV)/bin/ruff format --check scenelib tests notebooks benchmarks run_all.py
 
 # JupyterLab from the project's venv; .py notebooks open as notebooks on double-click. The settings live in
 # the venv (JupyterLab's application overrides.json and user settings), never in the user's home.

@@ -27,7 +27,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from scenelib import plots
-from scenelib import report as rp
+from scenelib import summary as sm
 from scenelib.report import esc
 from scenelib.rundir import open_run
 from scenelib.stages.explore import explore, read_channel_stats
@@ -114,7 +114,7 @@ if summary["odd_size"]:
 if summary["duplicate_groups"]:
     names = [", ".join(p.split("/")[-1] for p in g) for g in summary["duplicate_groups"]]
     display(table(pd.DataFrame({"identical images": names})))
-    display(Markdown(rp.duplicates_note(summary).lstrip("; ").capitalize() + "."))
+    display(Markdown(sm.duplicates_note(summary).lstrip("; ").capitalize() + "."))
 if summary["corrupt"]:
     display(table(pd.DataFrame(summary["corrupt_errors"].items(), columns=["path", "error"])))
 if summary["skipped_files"]:

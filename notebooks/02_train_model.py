@@ -26,6 +26,7 @@ augmentation = "aerial"
 tta = True
 seed = 0
 threads = 2
+device = "cpu"  # a resolved torch device: cpu, cuda:0, mps (run_all.py --device)
 explicit = True  # False for models picked by --models auto: missing weights then mean skipped
 run_dir = ""  # empty: $SCENELIB_RUN_DIR, else the newest reports/<dataset>/latest
 # Further knobs (not set by run_all.py): change them here when exploring in JupyterLab.
@@ -58,6 +59,7 @@ outcome = train_stage(
     tta,
     seed,
     threads,
+    device=device,
     trainable_blocks=trainable_blocks,
     label_smoothing=label_smoothing,
     scheduler=scheduler,

@@ -28,13 +28,14 @@ from IPython.display import Markdown, display
 
 from scenelib import plots
 from scenelib import report as rp
+from scenelib import summary as sm
 from scenelib.evaluation import Predictions, misclassified
 from scenelib.rundir import open_run
 from scenelib.stages.bench import benchmark_stage
 
 run = open_run(run_dir)
 record = benchmark_stage(run, threads, quick)
-display(Markdown(rp.machine_line(run) + f" torch {record['machine']['torch']}. {record['protocol']}."))
+display(Markdown(sm.machine_line(run) + f" torch {record['machine']['torch']}. {record['protocol']}."))
 display(
     pd.DataFrame({n: r["end_to_end"] for n, r in record["models"].items()})
     .T.rename_axis("model")

@@ -31,13 +31,14 @@ from IPython.display import Markdown, display
 
 from scenelib import plots
 from scenelib import report as rp
+from scenelib import summary as sm
 from scenelib.rundir import open_run
 from scenelib.stages.quantize import attempts_frame, quantize_stage, variants_frame
 
 run = open_run(run_dir)
 record = quantize_stage(run, threads, calibration_images, quick, seed)
 variants = variants_frame(record)
-display(Markdown(f"{rp.machine_line(run)} {record['protocol']}."))
+display(Markdown(f"{sm.machine_line(run)} {record['protocol']}."))
 
 # %% [markdown]
 # ## The variants

@@ -18,6 +18,7 @@ from IPython.display import Markdown, display
 
 from scenelib import plots
 from scenelib import report as rp
+from scenelib import summary as sm
 from scenelib.claims import claims
 from scenelib.rundir import open_run, read_json
 from scenelib.splits import read_manifest
@@ -45,17 +46,17 @@ lines = [
     f"- **Dataset**: {rp.esc(data['description'])}, {data['n_images']} images, {data['n_classes']} classes; "
     f"split {data['split']} (seed {data['seed']}): {data['split_totals']['train']} train, "
     f"{data['split_totals']['val']} validation, {data['split_totals']['test']} test images"
-    + rp.duplicates_note(data)
+    + sm.duplicates_note(data)
     + ".",
     f"- **Models trained**: {rp.esc(', '.join(run.trained_models()) or 'none')}.",
-    *rp.summary_lines(run),
+    *sm.summary_lines(run),
 ]
 skipped = rp.not_trained(run)
 if len(skipped):
     lines.append(f"- **Not trained**: {rp.esc(', '.join(skipped.model))} (reasons below).")
 display(Markdown("\n".join(lines)))
-display(Markdown(rp.reading_guide(run)))
-display(Markdown(rp.machine_line(run)))
+display(Markdown(sm.reading_guide(run)))
+display(Markdown(sm.machine_line(run)))
 
 # %% [markdown]
 # ## Data
@@ -92,7 +93,7 @@ display(Markdown("**Integrity scan** (whole dataset): " + ", ".join(x for x in f
 rp.metrics_table(run)
 
 # %%
-display(Markdown(rp.machine_line(run)))
+display(Markdown(sm.machine_line(run)))
 plots.accuracy_vs_latency(rp.pareto_points(run), rp.references_for(run))
 
 # %%
@@ -109,6 +110,24 @@ if len(tta_points):
     display(plots.accuracy_vs_latency(tta_points, rp.references_for(run)))
     caption(
         "The same with test-time augmentation: TTA accuracy against the latency of the views as one batch."
+    )
+
+# %%
+spread = sm.repeats_table(run)
+if len(spread):
+    display(
+        Markdown(
+            "### Repeated splits\n"
+            f"Every trained model was trained again on {spread['splits'].max() - 1} more seeded splits "
+            "(`--repeats`): mean ± sample standard deviation over the splits, scored on each split's own "
+            "test images from training's predictions (`repeats.csv` has one row per split). This spread is "
+            "what one split cannot show."
+        )
+    )
+    display(
+        spread.style.format({"train seconds (mean)": "{:.0f}"})
+        .format(escape="html", subset=["model"])
+        .hide(axis="index")
     )
 
 # %% [markdown]
@@ -162,7 +181,7 @@ if run.quantization_json.exists():
 
     qrecord = read_json(run.quantization_json)
     qv = variants_frame(qrecord)
-    display(Markdown(rp.machine_line(run)))
+    display(Markdown(sm.machine_line(run)))
     display(plots.quantization_before_after(qv[qv.latency_ms.notna()]))
     caption(
         "Latency (batch 1, the four variants of a model timed interleaved in one session) and test accuracy of "
@@ -217,8 +236,10 @@ display(
         f"`{info['command']}`  \n"
         f"Seed {info['seed']}, {info['threads']} threads; Python {info['python']}, torch {info['torch']}, "
         f"torchvision {info['torchvision']}, onnxruntime {machine.get('onnxruntime', '?')}.  \n"
-        f"{rp.machine_line(run)}  \n"
+        f"{sm.machine_line(run)}  \n"
         f"Started {info['start']}. Every number above is recomputed from the files of this run directory."
     )
 )
+if sm.journal_note(run):
+    display(Markdown(sm.journal_note(run)))
 rp.stage_times(run).style.format({"seconds": "{:.0f}"}).hide(axis="index")

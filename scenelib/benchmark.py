@@ -184,3 +184,25 @@ def machine_info() -> dict:
         "onnxruntime": onnxruntime.__version__,
         "platform": platform.platform(),
     }
+
+
+def gpu_latency_ms(
+    model: torch.nn.Module, size: int, device: torch.device, batch: int, runs: int = 50
+) -> dict:
+    """Per-batch GPU latency from CUDA events after warm-up and synchronisation (median and p90, ms)."""
+    model = model.eval().to(device, memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    times = []
+    with torch.inference_mode():
+        for _ in range(10):
+            model(x)
+        torch.cuda.synchronize(device)
+        for _ in range(runs):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            model(x)
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(end))
+    model.to("cpu", memory_format=torch.contiguous_format)
+    return {"batch": batch, "median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))}

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .datasets import check_dataset_name, resolve_data_dir
+from .devices import DEVICE_CHOICES, DeviceError, resolve_device
 from .models import DEFAULT_MODELS, QUICK_MODELS, STRATEGIES, check_model_name
 from .splits import SPLIT_PRESETS
 from .transforms import AUGMENTATIONS
@@ -57,10 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["report"],
         help="report: re-render report.html of an existing --output run from its files (trains nothing)",
     )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="train every model on N seeded splits and report mean ± std (default 1; random splits only)",
+    )
     p.add_argument("--split", help=f"split preset: {', '.join(SPLIT_PRESETS)} (default: the dataset's)")
     p.add_argument("--strategy", default="auto", help=f"{', '.join(STRATEGIES)}, or auto (per model)")
     p.add_argument("--weights", default="auto", help="auto, torchvision, offline, none, or a state-dict file")
     p.add_argument("--augmentation", default="auto", help=f"{', '.join(AUGMENTATIONS)}, or auto")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help=f"where to train: {DEVICE_CHOICES} (auto: a CUDA GPU if PyTorch sees one, else the CPU); "
+        "INT8 and latencies are always measured on the CPU",
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-tta", action="store_true", help="no test-time augmentation")
@@ -82,6 +95,8 @@ class RunConfig:
     threads: int
     quick: bool
     split: str
+    repeats: int
+    device: str
     strategy: str
     weights: str
     augmentation: str
@@ -96,6 +111,13 @@ class RunConfig:
     output_given: bool = True
     only: str = ""
     argv: list[str] = field(default_factory=list)
+
+
+def _device(spec: str) -> str:
+    try:
+        return str(resolve_device(spec))
+    except DeviceError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _positive(name: str, value: int | float | None, allow_none: bool = True) -> None:
@@ -135,7 +157,7 @@ def _check_choices(args: argparse.Namespace) -> None:
             f"--weights {args.weights!r} is neither {', '.join(WEIGHT_MODES)} nor an existing file; "
             "give the path of a PyTorch state dict (.pth / .pt)"
         )
-    for name in ("epochs", "threads", "batch_size", "calibration_images", "lr"):
+    for name in ("epochs", "threads", "batch_size", "calibration_images", "lr", "repeats"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
     if args.seed < 0:
         raise UsageError(f"--seed must be 0 or more, got {args.seed}")
@@ -178,6 +200,8 @@ def parse_config(argv: list[str]) -> RunConfig:
         threads=args.threads or os.cpu_count() or 1,
         quick=args.quick,
         split=args.split or "",
+        repeats=args.repeats,
+        device=_device(args.device),
         strategy=args.strategy,
         weights=weights,
         augmentation=args.augmentation,

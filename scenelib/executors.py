@@ -10,15 +10,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .journal import PIPELINE_ENV
+from .progress import PROGRESS_ENV
+
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
 
-def kernel_env() -> dict[str, str]:
-    """Environment for the kernels: this checkout first on PYTHONPATH."""
+def kernel_env(progress: Path | None = None) -> dict[str, str]:
+    """Environment for the kernels: this checkout first on PYTHONPATH; where progress bars report to."""
     paths = [str(REPO), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
-    return {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+    env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)), PIPELINE_ENV: "1"}
+    if progress is not None:
+        env[PROGRESS_ENV] = str(progress)
+    return env
 
 
 class LocalExecutor:
@@ -26,16 +32,18 @@ class LocalExecutor:
 
     name = "local"
 
-    def execute(self, stage: str, params: dict, output: Path) -> None:
-        """Run ``notebooks/<stage>.py``; the executed copy (with any traceback) is kept at ``output``."""
+    def execute(self, stage: str, params: dict, output: Path, progress: Path | None = None) -> None:
+        """Run ``notebooks/<stage>.py``; the executed copy (with any traceback) is kept at ``output``.
+        The kernel's progress bars write their state to ``progress`` (see ``progress.py``)."""
         import jupytext
         import papermill
 
         nb = jupytext.read(NOTEBOOKS / f"{stage}.py")
         nb.metadata["kernelspec"] = dict(KERNELSPEC)
         output.parent.mkdir(parents=True, exist_ok=True)
-        saved = {k: os.environ.get(k) for k in kernel_env()}
-        os.environ.update(kernel_env())  # the kernel manager passes this process's environment on
+        env = kernel_env(progress)
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)  # the kernel manager passes this process's environment on
         try:
             papermill.execute_notebook(
                 nb,
@@ -46,6 +54,9 @@ class LocalExecutor:
                 progress_bar=False,
                 log_output=False,
                 start_timeout=180,
+                # A finished or interrupted stage's kernel is killed, not asked to stop: a kernel asked while
+                # it runs a cell prints ZMQ tracebacks into the user's terminal. Files are written atomically.
+                shutdown_kernel="immediate",
                 # ipykernel warns on every start that its local TCP socket is unencrypted; errors still show.
                 extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )

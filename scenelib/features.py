@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from . import progress
 from .transforms import View, normalize
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -27,6 +27,20 @@ def torch_runner(module: nn.Module) -> Runner:
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return module(torch.from_numpy(x).contiguous(memory_format=torch.channels_last)).numpy()
+
+    return run
+
+
+def device_runner(module: nn.Module, device: torch.device, dtype: torch.dtype | None = None) -> Runner:
+    """The frozen prefix in PyTorch on a GPU (channels_last, autocast): the feature cache's GPU path."""
+    module = module.eval().to(device, memory_format=torch.channels_last)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        batch = (
+            torch.from_numpy(x).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        )
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            return module(batch).float().cpu().numpy()
 
     return run
 
@@ -97,7 +111,7 @@ def extract_views(
     """Run ``runner`` over every view of every image -> fp16 tensor [V, N, ...]."""
     out: torch.Tensor | None = None
     total = len(views) * len(images)
-    with tqdm(total=total, desc=desc, unit="img", mininterval=2.0, leave=False) as bar:
+    with progress.bar(total=total, desc=desc, unit="img", mininterval=2.0) as bar:
         for v, view in enumerate(views):
             for start in range(0, len(images), batch_size):
                 batch = normalize(view(images[start : start + batch_size]), mean, std).contiguous()

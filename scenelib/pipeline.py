@@ -11,14 +11,19 @@ from __future__ import annotations
 import errno
 import hashlib
 import platform
+import shlex
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import journal
 from .cli import REPO, RunConfig, UsageError, parse_config
 from .datasets import DatasetNotFoundError, load_dataset
 from .executors import NOTEBOOKS, LocalExecutor, describe_failure
+from .progress import Watcher
+from .repeats import RANDOM_ONLY, prepare_repeat
+from .repeats import summarize as summarize_repeats
 from .rundir import (
     RunDir,
     RunDirError,
@@ -28,6 +33,7 @@ from .rundir import (
     now_iso,
     point_link,
     read_json,
+    remove_leftovers,
     start_over,
     write_json,
 )
@@ -99,12 +105,18 @@ class Runner:
         print(f"[{elapsed / 60:5.1f} min] {msg}", flush=True)
 
     def stage(
-        self, stage: str, params: dict, inputs: str, model: str | None = None, skip_on: str | None = None
+        self,
+        stage: str,
+        params: dict,
+        inputs: str,
+        model: str | None = None,
+        skip_on: str | None = None,
+        label: str | None = None,
     ) -> StageOutcome:
         """Run (or, on --resume, skip) one notebook. An error named ``skip_on`` counts as 'skipped'."""
         key = f"{stage}-{model}" if model else stage
         marker = {**params, "_inputs": inputs}
-        label = f"{stage} {model}" if model else stage
+        label = label or (f"{stage} {model}" if model else stage)
         if self.cfg.resume and self.run.stage_done(key, marker):
             self.log(f"{label}: done in an earlier run, skipped")
             outcome = StageOutcome(key, "cached", 0.0)
@@ -114,7 +126,9 @@ class Runner:
         self.log(f"{label}: running")
         start = time.perf_counter()
         try:
-            self.executor.execute(stage, params, self.run.executed_notebook(stage, model))
+            progress = self.run.root / f".progress-{key}.json"
+            with Watcher(progress, label):
+                self.executor.execute(stage, params, self.run.executed_notebook(stage, model), progress)
             status = "ok"
         except Exception as exc:
             name, msg = describe_failure(exc)
@@ -148,6 +162,7 @@ def write_run_json(
     import torch
     import torchvision
 
+    from .devices import device_record
     from .hardware import machine_record
 
     previous = read_json(run.run_json) if run.run_json.exists() else {}
@@ -173,6 +188,7 @@ def write_run_json(
             "torchvision": torchvision.__version__,
             "cpu": machine["cpu"],
             "machine": machine,
+            "device": device_record(torch.device(cfg.device)),
             "platform": platform.platform(),
             "start": previous.get("start", start) if cfg.resume else start,
             "end": end,
@@ -196,10 +212,17 @@ def run_pipeline(cfg: RunConfig) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if cfg.repeats > 1 and (cfg.split or dataset.default_split) == RANDOM_ONLY:
+        raise UsageError(
+            f"--repeats {cfg.repeats} needs a random split, and {cfg.dataset}'s default is its official one: "
+            "add --split 70/30 (or 80/20, 80/10/10)"
+        )
     run, reset = prepare_run_dir(cfg)
     with RunLock(run.root):
         if reset:
             start_over(run.root, _protected(cfg))
+        elif cfg.resume:
+            remove_leftovers(run.root)
         return _run_stages(cfg, run, dataset)
 
 
@@ -226,6 +249,8 @@ def _run_stages(cfg: RunConfig, run: RunDir, dataset) -> int:
         cfg.augmentation if cfg.augmentation != "auto" else ("aerial" if dataset.aerial else "light")
     )
     common = {"run_dir": str(run.root), "seed": cfg.seed, "threads": cfg.threads}
+    if cfg.device != "cpu":  # INT8 and its timings stay on the CPU; training and the cache move
+        runner.log(f"training on {cfg.device}; benchmark latencies and INT8 on the CPU")
 
     explore = runner.stage(
         "01_explore_data",
@@ -243,22 +268,23 @@ def _run_stages(cfg: RunConfig, run: RunDir, dataset) -> int:
         return 1
     manifest = _fingerprint([run.splits_csv])
     failed = False
+    train_params = {
+        **common,
+        "dataset": cfg.dataset,
+        "strategy": cfg.strategy,
+        "weights": cfg.weights,
+        "epochs": cfg.epochs,
+        "lr": cfg.lr,
+        "batch_size": cfg.batch_size,
+        "augmentation": augmentation,
+        "tta": cfg.tta,
+        "explicit": cfg.explicit_models,
+        "device": cfg.device,
+    }
     for model in cfg.models:
         outcome = runner.stage(
             "02_train_model",
-            {
-                **common,
-                "dataset": cfg.dataset,
-                "model_name": model,
-                "strategy": cfg.strategy,
-                "weights": cfg.weights,
-                "epochs": cfg.epochs,
-                "lr": cfg.lr,
-                "batch_size": cfg.batch_size,
-                "augmentation": augmentation,
-                "tta": cfg.tta,
-                "explicit": cfg.explicit_models,
-            },
+            {**train_params, "model_name": model},
             inputs=manifest,
             model=model,
             skip_on=None if cfg.explicit_models else "WeightsUnavailableError",
@@ -268,6 +294,7 @@ def _run_stages(cfg: RunConfig, run: RunDir, dataset) -> int:
         runner.log("no model was trained (see above): nothing to benchmark, quantize or report")
         write_run_json(cfg, run, start, runner.outcomes, now_iso(), time.perf_counter() - runner.t0)
         return 1
+    failed |= _repeat_training(cfg, run, dataset, runner, train_params)
     trained = _fingerprint([run.train_json(m) for m in cfg.models])
     quick = {"quick": cfg.quick}
     for stage, params in (
@@ -292,6 +319,26 @@ def _run_stages(cfg: RunConfig, run: RunDir, dataset) -> int:
     write_run_json(cfg, run, start, runner.outcomes, now_iso(), time.perf_counter() - runner.t0)
     runner.log("finished" + (" with failures (see results.csv)" if failed else ""))
     return 1 if failed else 0
+
+
+def _repeat_training(cfg: RunConfig, run: RunDir, dataset, runner: Runner, params: dict) -> bool:
+    """--repeats N: every trained model again on splits 2..N (see ``repeats.py``); True if one failed."""
+    if cfg.repeats < 2:
+        return False
+    models, failed = run.trained_models(), False
+    for r in range(2, cfg.repeats + 1):
+        sub = prepare_repeat(run, dataset, r)
+        for model in models:
+            outcome = runner.stage(
+                "02_train_model",
+                {**params, "run_dir": str(sub.root), "seed": cfg.seed + r - 1, "model_name": model},
+                inputs=_fingerprint([sub.splits_csv]),
+                model=f"{model}-split{r}",
+                label=f"02_train_model {model} (split {r} of {cfg.repeats})",
+            )
+            failed |= outcome.status.startswith("failed")
+    summarize_repeats(run, cfg.repeats, models)
+    return failed
 
 
 def record_training_outcome(run: RunDir, model: str, outcome: StageOutcome) -> bool:
@@ -327,11 +374,13 @@ def render_report(run: RunDir) -> Path:
     )
     html, _ = exporter.from_notebook_node(nb)
     run.report_html.write_text(html, encoding="utf-8")
+    journal.record(run, "05_report", via="pipeline")
     return run.report_html
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    cfg = None
     try:
         cfg = parse_config(argv)
         return run_pipeline(cfg)
@@ -349,7 +398,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print(
-            "interrupted: finished stages are kept; continue with --resume --output <run dir>",
+            f"\ninterrupted: finished stages are kept; continue with\n  {resume_command(cfg)}",
             file=sys.stderr,
         )
         return 130
+
+
+def resume_command(cfg: RunConfig | None) -> str:
+    """The command that continues an interrupted run (its own options, --resume, its --output)."""
+    if cfg is None:
+        return "python run_all.py ... --resume --output <run dir>"
+    args = [a for a in cfg.argv if a not in ("--force", "--resume")]
+    if "--output" in args:
+        i = args.index("--output")
+        del args[i : i + 2]
+    args = [a for a in args if not a.startswith("--output=")]
+    return " ".join(
+        ["python run_all.py", *map(shlex.quote, args), "--resume", "--output", shlex.quote(str(cfg.output))]
+    )

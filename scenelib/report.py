@@ -1,4 +1,4 @@
-"""Tables and sentences of the final report, computed from the run directory's files only."""
+"""Tables of the final report, computed from the run directory's files only (its sentences: ``summary.py``)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ import pandas as pd
 from .rundir import RunDir, read_json
 
 # Test accuracy reported by the seed study (seed 000: UC Merced, 70/30, full fine-tune, single view).
+
+
 REFERENCE_ACCURACY = {
     "seed 000 ResNet-50": 0.9206,
     "seed 000 DenseNet-121": 0.8873,
     "seed 000 MobileNetV2": 0.9032,
 }
 REFERENCE_INT8 = "seed 000: MobileNetV2 INT8 at 24.5 ms with a 1.2-point accuracy drop"
+
 
 DISPLAY_COLUMNS = {
     "model": "model",
@@ -37,7 +40,11 @@ DISPLAY_COLUMNS = {
     "train_seconds": "train s",
     "status": "status",
 }
+
+
 HIGHER_IS_BETTER = ("val. accuracy", "accuracy", "accuracy (TTA)", "macro-F1", "ROC AUC")
+
+
 LOWER_IS_BETTER = (
     "latency ms (bs1)",
     "p90 ms",
@@ -143,125 +150,6 @@ def write_results_md(run: RunDir) -> str:
     return text
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2%}"
-
-
-def _row(run: RunDir, model: str, variant: str) -> dict:
-    df = results_frame(run)
-    hit = df[(df["model"] == model) & (df["variant"] == variant)]
-    return {} if hit.empty else hit.iloc[0].to_dict()
-
-
-def _interval(row: dict, key: str = "accuracy") -> str:
-    low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
-    if low is None or pd.isna(low):
-        return ""
-    return f" (95% CI {low:.1%}–{high:.1%})"
-
-
-def summary_lines(run: RunDir) -> list[str]:
-    """The summary's sentences (Markdown, names escaped): each says how it was chosen and how sure it is."""
-    from .claims import ALPHA, MIN_INT8_SPEEDUP, NEAR_BEST_PT, claims
-
-    c = claims(run)
-    if not c:
-        return []
-    best = c["best"]
-    b = _row(run, best, "fp32")
-    val = c["ranking"][0]["val_accuracy"]
-    tta = (
-        f"; {_pct(b.get('accuracy_tta'))}{_interval(b, 'accuracy_tta')} with test-time augmentation"
-        if not pd.isna(b.get("accuracy_tta"))
-        else ""
-    )
-    lines = [
-        f"- **Best model (chosen on validation)**: {esc(best)}, {_pct(val)} validation accuracy. On the test "
-        f"split it scores {_pct(b.get('accuracy'))}{_interval(b)} single view{tta}."
-    ]
-    if len(c["ranking"]) > 1:
-        second = c["ranking"][1]["model"]
-        t = c["runner_up_test"]
-        verdict = (
-            "not distinguishable on this test set"
-            if not t["distinguishable"]
-            else f"a significant difference at the {ALPHA:g} level"
-        )
-        lines.append(
-            f"- **Runner-up**: {esc(second)} ({_pct(c['ranking'][1]['val_accuracy'])} validation, "
-            f"{_pct(_row(run, second, 'fp32').get('accuracy'))} test). Against {esc(best)}: McNemar's exact test "
-            f"p = {t['p_value']:.2g} ({t['only_a_right']} test images only {esc(best)} got right, "
-            f"{t['only_b_right']} only {esc(second)}): {verdict}."
-        )
-    fastest = c["fastest_near_best"]
-    advice = c["advice"].get(fastest) or {}
-    if advice:
-        lines.append(
-            f"- **Fastest within {NEAR_BEST_PT:g} point of the best (validation)**: {esc(fastest)} deployed as "
-            f"{advice['variant']}, {advice['latency_ms']:.1f} ms per image at batch 1."
-        )
-    for name, a in c["advice"].items():
-        if not a:
-            continue
-        acc = f"{_pct(a['test_accuracy'])} test accuracy" if a.get("test_accuracy") is not None else ""
-        if a["int8"]:
-            test = c["int8_tests"].get(f"{name} {a['variant']}", {})
-            change = a.get("test_change_pt")
-            lines.append(
-                f"- **Deploy {esc(name)} as {a['variant']}** (INT8, chosen on validation: "
-                f"{a['val_change_pt']:+.2f} pt against its fp32): {a['latency_ms']:.1f} ms, "
-                f"{a['baseline_latency_ms'] / a['latency_ms']:.1f}x faster than {a['baseline']}; {acc}"
-                + (
-                    f", {change:+.2f} pt on test (McNemar p = {test['p_value']:.2g})"
-                    if change is not None and test
-                    else ""
-                )
-                + "."
-            )
-        else:
-            why = "; ".join(a["why_not_int8"]) or "no INT8 variant was built"
-            lines.append(
-                f"- **Deploy {esc(name)} as {a['baseline']}** ({a['latency_ms']:.1f} ms, {acc}): INT8 does not pay "
-                f"on this CPU ({esc(why)}; INT8 must hold validation accuracy within the tolerance and be "
-                f"{MIN_INT8_SPEEDUP:g}x faster)."
-            )
-    return lines
-
-
-READING_GUIDE = (
-    "**How to read these numbers.** Every choice in this report (best model, kept epoch, INT8 recipe, "
-    "recommended deployment) was made on the validation split; the test split was only used to report the "
-    "chosen models' numbers, so they are unbiased estimates. Test accuracies carry a 95% Wilson interval and "
-    "macro-F1 a 95% bootstrap interval: with {n_test} test images one image is {one:.2f} points. Two models "
-    "(or a variant and its fp32) are compared with McNemar's exact test on the same test images; where "
-    "p ≥ 0.05 the difference is not distinguishable on this test set. Changes are variant minus reference in "
-    "points (negative = lost accuracy); speed-ups are reference latency / variant latency, medians of "
-    "interleaved batch-1 timings on this machine. Timings marked noisy (p90 above 1.5x the median, or rounds "
-    "differing by 1.5x) are shown but never used for a speed claim."
-)
-
-
-def reading_guide(run: RunDir) -> str:
-    from .evaluation import Predictions
-
-    models = run.trained_models()
-    n = len(Predictions.load(run.predictions(models[0], "fp32")).labels) if models else 0
-    return READING_GUIDE.format(n_test=n, one=100 / n if n else math.nan)
-
-
-def machine_line(run: RunDir) -> str:
-    """The machine beside every latency table: CPU, instruction set, threads, reference latency."""
-    info = read_json(run.run_json)
-    m = info.get("machine") or {}
-    ref = m.get("mobilenet_v2_eager_ms")
-    return (
-        f"Machine: {esc(m.get('cpu', info.get('cpu', '?')))}, {m.get('summary', 'features not recorded')}; "
-        f"{info.get('threads')} threads"
-        + (f"; eager MobileNetV2 (224 px, batch 1) {ref:.1f} ms on it" if ref else "")
-        + "."
-    )
-
-
 def pareto_points(run: RunDir, variants: tuple[str, ...] | None = None, tta: bool = False) -> pd.DataFrame:
     """Points for the accuracy-vs-latency plot: single view with batch-1 latency, or (``tta``) TTA accuracy
     with the latency of the views as one batch -- never TTA accuracy beside single-view latency."""
@@ -283,20 +171,6 @@ def pareto_points(run: RunDir, variants: tuple[str, ...] | None = None, tta: boo
         }
     )
     return out.dropna(subset=["accuracy", "latency_ms"])
-
-
-def duplicates_note(data: dict) -> str:
-    """How pixel-identical images were handled by the split (data_summary.json)."""
-    groups = data.get("duplicate_groups") or []
-    if not groups:
-        return ""
-    if data.get("duplicates_grouped"):
-        return f"; the {len(groups)} group(s) of pixel-identical images were kept on one side of the split"
-    twins = data.get("twins_of_train") or {}
-    return (
-        f"; official split kept as published: {twins.get('test', 0)} test and {twins.get('val', 0)} validation "
-        "image(s) have a pixel-identical twin in train"
-    )
 
 
 def references_for(run: RunDir) -> dict[str, float]:
@@ -442,6 +316,8 @@ VARIANT_FORMATS = {
     "agreement with fp32": "{:.1%}",
     "seconds": "{:.0f}",
 }
+
+
 TEXT_COLUMNS = ("model", "status", "recipe")
 
 

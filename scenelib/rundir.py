@@ -44,9 +44,16 @@ RESULT_COLUMNS = (
     "macro_f1_ci_high",
     "macro_f1_tta",
     "roc_auc",
+    "repeats",
+    "accuracy_mean",
+    "accuracy_std",
+    "accuracy_tta_mean",
+    "accuracy_tta_std",
+    "macro_f1_std",
     "latency_ms_b1",
     "latency_p90_ms_b1",
     "latency_ms_tta",
+    "latency_ms_gpu_b1",
     "latency_noisy",
     "speedup_vs_runtime_fp32",
     "speedup_vs_eager_fp32",
@@ -93,6 +100,7 @@ def atomic_writer(path: Path, mode: str = "w", **kwargs):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result has the usual permissions
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
         os.replace(tmp, path)
@@ -100,6 +108,30 @@ def atomic_writer(path: Path, mode: str = "w", **kwargs):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def remove_leftovers(root: Path) -> list[Path]:
+    """Temp files of writers killed mid-write (``.<name>.<random>.tmp``) and stale progress files, in a run
+    directory scenelib created; called when a run is resumed. Returns what was removed."""
+    if not (root / OWNER_MARKER).is_file():
+        return []
+    gone = [
+        p
+        for p in root.rglob(".*")
+        if p.is_file() and (p.name.endswith(".tmp") or p.name.startswith(".progress-"))
+    ]
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -17,6 +17,7 @@ from .datasets import SceneDataset
 # name -> (train, validation, test) fractions. "70/30" carves the validation part out of the 70 % train.
 SPLIT_PRESETS: dict[str, tuple[float, float, float]] = {
     "70/30": (0.63, 0.07, 0.30),
+    "80/20": (0.72, 0.08, 0.20),  # the other split of the UC Merced literature; validation from the 80
     "80/10/10": (0.80, 0.10, 0.10),
     "official": (0.0, 0.0, 0.0),  # the dataset's own train/test; validation = 10 % of train
 }

@@ -19,9 +19,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from .features import extract_views, make_runner
+from . import progress
+from .devices import amp_dtype, autocast, grad_scaler, prepare
+from .features import device_runner, extract_views, make_runner
 from .models import AUX_LOSS_WEIGHT, STRATEGIES, HeadConfig, ModelSpec, SceneClassifier
 from .transforms import View, check_augmentation, normalize, random_augment, views
 
@@ -43,7 +44,9 @@ class TrainConfig:
     trainable_blocks: int | None = None  # None: the registry's default for the model
     tta: bool = True
     seed: int = 0
-    engine: str = "onnx"  # what runs the frozen prefix when caching
+    engine: str = "onnx"  # what runs the frozen prefix when caching on the CPU
+    device: str = "cpu"  # a resolved torch device (devices.resolve_device): cpu, cuda:N, mps
+    cpu_bf16: bool = False  # bf16 autocast on the CPU too (GPUs always use mixed precision)
     head: HeadConfig = field(default_factory=HeadConfig)
 
     def check(self) -> None:
@@ -76,6 +79,9 @@ class TrainResult:
     cache_engine: str
     test_probs: np.ndarray  # [V, N, C]: softmax per test view; view 0 is the plain image
     trainable_params: int
+
+
+CPU = torch.device("cpu")
 
 
 def seed_everything(seed: int) -> None:
@@ -117,12 +123,13 @@ def _loss_fn(cfg: TrainConfig, labels: torch.Tensor, n_classes: int) -> nn.Cross
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
 
 
-def _evaluate(net: nn.Module, batches, loss_fn) -> tuple[float, float]:
+def _evaluate(net: nn.Module, batches, loss_fn, device=CPU, dtype=None) -> tuple[float, float]:
     net.eval()
     total, correct, loss = 0, 0, 0.0
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, dtype):
         for x, y in batches:
-            logits = net(x)
+            x, y = x.to(device), y.to(device)
+            logits = net(x).float()
             loss += loss_fn(logits, y).item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             total += len(y)
@@ -137,11 +144,17 @@ def fit(
     cfg: TrainConfig,
     n_classes: int,
     desc: str = "train",
+    on_epoch: Callable[[nn.Module], dict] | None = None,
 ) -> tuple[list[dict], int]:
     """The epoch loop. ``train_batch(indices)`` returns that batch's (augmented) inputs.
 
-    Returns the history and the best epoch; ``net`` ends holding the best weights.
+    Returns the history and the best epoch; ``net`` ends holding the best weights. ``on_epoch(net)`` adds
+    its entries to each epoch's history after the epoch is timed (benchmarks record test accuracy per epoch
+    this way; nothing is chosen on them).
     """
+    device = torch.device(cfg.device)
+    dtype = amp_dtype(device, cfg.cpu_bf16)
+    scaler = grad_scaler(device, dtype)
     params = [p for p in net.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = (len(train_labels) + cfg.batch_size - 1) // cfg.batch_size
@@ -151,11 +164,12 @@ def fit(
         )
     else:
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.3, patience=1)
-    loss_fn = _loss_fn(cfg, train_labels, n_classes)
+    loss_fn = _loss_fn(cfg, train_labels, n_classes).to(device)
     history: list[dict] = []
     best = (-1.0, float("inf"))
     best_state, best_epoch, stale = None, 0, 0
-    for epoch in tqdm(range(1, cfg.epochs + 1), desc=desc, unit="epoch", leave=False):
+    epochs = progress.bar(range(1, cfg.epochs + 1), desc=desc, unit="epoch")
+    for epoch in epochs:
         start = time.perf_counter()
         net.train()
         order = torch.randperm(len(train_labels))
@@ -164,21 +178,26 @@ def fit(
             idx = order[i : i + cfg.batch_size]
             if len(idx) < 2 and seen:  # BatchNorm cannot train on a batch of one
                 continue
-            x, y = train_batch(idx), train_labels[idx]
-            out = net(x)
-            logits, aux = out if isinstance(out, tuple) else (out, None)
-            loss = loss_fn(logits, y) + (AUX_LOSS_WEIGHT * loss_fn(aux, y) if aux is not None else 0.0)
+            x, y = train_batch(idx).to(device, non_blocking=True), train_labels[idx].to(device)
+            with autocast(device, dtype):
+                out = net(x)
+                logits, aux = out if isinstance(out, tuple) else (out, None)
+                loss = loss_fn(logits.float(), y) + (
+                    AUX_LOSS_WEIGHT * loss_fn(aux.float(), y) if aux is not None else 0.0
+                )
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
             if cfg.scheduler == "onecycle":
                 scheduler.step()
             running += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
-        val_loss, val_acc = _evaluate(net, val_batches(), loss_fn)
+        val_loss, val_acc = _evaluate(net, val_batches(), loss_fn, device, dtype)
         if cfg.scheduler == "plateau":
             scheduler.step(val_loss)
+        epochs.set_postfix_str(f"validation {val_acc:.1%} after epoch {epoch}")
         history.append(
             {
                 "epoch": epoch,
@@ -190,6 +209,8 @@ def fit(
                 "seconds": time.perf_counter() - start,
             }
         )
+        if on_epoch is not None:
+            history[-1].update(on_epoch(net))
         if (val_acc, -val_loss) > (best[0], -best[1]):
             best, best_epoch, stale = (val_acc, val_loss), epoch, 0
             best_state = copy.deepcopy(net.state_dict())
@@ -212,8 +233,12 @@ def train_model(
     test: SplitData,
     n_classes: int,
     cfg: TrainConfig,
+    test_each_epoch: bool = False,
 ) -> TrainResult:
-    """Train ``model`` by ``cfg.strategy`` and predict the test set (every TTA view)."""
+    """Train ``model`` by ``cfg.strategy`` and predict the test set (every TTA view).
+
+    ``test_each_epoch`` records single-view test accuracy in every epoch's history, for time-to-accuracy
+    benchmarks only: the kept epoch is still chosen on validation."""
     cfg.check()
     seed_everything(cfg.seed)
     size = train.images.shape[-1]
@@ -225,9 +250,16 @@ def train_model(
     for p in model.blocks[:cut].parameters():
         p.requires_grad_(False)
 
+    device = torch.device(cfg.device)
+    prepare(device)
+    model.to(device)
     start = time.perf_counter()
     if cut > 0:
-        runner, engine = make_runner(frozen_prefix(model, cut), size, engine=cfg.engine)
+        prefix = frozen_prefix(model, cut)
+        if device.type == "cpu":
+            runner, engine = make_runner(prefix, size, engine=cfg.engine)
+        else:
+            runner, engine = device_runner(prefix, device, amp_dtype(device)), f"torch on {device}"
         cache = {
             "train": extract_views(runner, train.images, mean, std, train_views, desc="cache train"),
             "val": extract_views(runner, val.images, mean, std, train_views[:1], desc="cache val"),
@@ -266,14 +298,28 @@ def train_model(
         cfg,
         n_classes,
         desc=spec.name,
+        on_epoch=(
+            (
+                lambda net: {
+                    "test_accuracy": _evaluate(
+                        net, split_batches("test", test.labels), nn.CrossEntropyLoss(), device
+                    )[1]
+                }
+            )
+            if test_each_epoch
+            else None
+        ),
     )
     train_seconds = time.perf_counter() - start
     net.eval()
-    with torch.inference_mode():
+    with torch.inference_mode():  # test predictions in fp32 on the device: what the checkpoint will give
         probs = [
-            torch.cat([net(x).softmax(1) for x, _ in split_batches("test", test.labels, v)]).numpy()
+            torch.cat(
+                [net(x.to(device)).float().softmax(1).cpu() for x, _ in split_batches("test", test.labels, v)]
+            ).numpy()
             for v in range(len(test_views))
         ]
+    model.to("cpu")  # checkpoints, benchmarks and INT8 are CPU work
     for p in model.parameters():
         p.requires_grad_(False)
     trainable = count_params(net)

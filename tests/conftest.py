@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 from PIL import Image
 
 from scenelib.datasets import DATA_DIR_ENV
+from scenelib.progress import EVERY_ENV as PROGRESS_EVERY_ENV
 
 
 def write_image_tree(root: Path, classes: list[str], per_class: int, size: int = 48, seed: int = 0) -> Path:
@@ -30,6 +33,14 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return write_image_tree(tmp_path_factory.mktemp("tiny") / "images", ["alpha", "beta", "gamma"], 10)
 
 
+def tiny_args(data: Path, out: Path) -> list[str]:
+    """The tiny end-to-end run's command line: two real models, one epoch, quick INT8 calibration."""
+    return [
+        *("--dataset", "folder", "--data-dir", str(data), "--models", "simple_cnn,mobilenet_v2"),
+        *("--epochs", "1", "--output", str(out), "--threads", "2", "--calibration-images", "16", "--quick"),
+    ]
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tiny_dataset, tmp_path_factory):
     """run_all.py on the tiny tree: two real models, one epoch, all five notebooks through papermill."""
@@ -37,25 +48,15 @@ def tiny_run(tiny_dataset, tmp_path_factory):
     from scenelib.rundir import RunDir
 
     out = tmp_path_factory.mktemp("run") / "tiny"
-    code = main(
-        [
-            "--dataset",
-            "folder",
-            "--data-dir",
-            str(tiny_dataset),
-            "--models",
-            "simple_cnn,mobilenet_v2",
-            "--epochs",
-            "1",
-            "--output",
-            str(out),
-            "--threads",
-            "2",
-            "--calibration-images",
-            "16",
-            "--quick",
-        ]
-    )
+    log = io.StringIO()
+    os.environ[PROGRESS_EVERY_ENV] = "0"  # every progress change printed: the test reads them
+    try:
+        with contextlib.redirect_stdout(log):
+            code = main(tiny_args(tiny_dataset, out))
+    finally:
+        os.environ.pop(PROGRESS_EVERY_ENV)
+    print(log.getvalue())
+    (out.parent / "stdout.txt").write_text(log.getvalue())  # beside the run directory, not in it
     return code, RunDir(out)
 
 

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from scenelib import report as rp
+from scenelib import summary as sm
 from scenelib.claims import deployment_advice, mcnemar, validation_ranking, wilson_interval
 from scenelib.rundir import RunDir, read_json, write_json
 from scenelib.splits import read_manifest, split_rows
@@ -74,7 +74,7 @@ def test_the_best_model_is_chosen_on_validation_not_test(finished_run):
         t = read_json(run.train_json(name))
         write_json(run.train_json(name), {**t, "val_accuracy": val, "test_accuracy": test})
     assert [r["model"] for r in validation_ranking(run)] == ["simple_cnn", "mobilenet_v2"]
-    lines = rp.summary_lines(run)
+    lines = sm.summary_lines(run)
     assert lines[0].startswith("- **Best model (chosen on validation)**: simple_cnn, 90.00% validation")
     assert "95% CI" in lines[0] and "McNemar" in lines[1]
 
@@ -96,7 +96,7 @@ def test_a_lost_point_is_a_negative_change_in_the_sentence(finished_run):
     onnx_fp32["latency"]["noisy"] = False
     variants["fp32"]["latency"] = {**variants["fp32"]["latency"], "noisy": False}
     write_json(run.quantization_json, record)
-    line = next(x for x in rp.summary_lines(run) if x.startswith("- **Deploy simple_cnn"))
+    line = next(x for x in sm.summary_lines(run) if x.startswith("- **Deploy simple_cnn"))
     assert "as onnx-int8" in line and "-2.22 pt on test" in line and "+2.22" not in line
 
 

@@ -111,3 +111,23 @@ def test_guard_records_a_recipe_that_fails_to_build_and_can_stop_early():
     assert [a.recipe for a in result.attempts] == ["u8s8", "u8u8"]
     assert result.attempts[0].status == "failed: RuntimeError: unsupported op"
     assert result.stopped == "slower than fp32" and result.recipe == "u8u8" and not result.accepted
+
+
+def _timing(ms: float, p90_factor: float = 1.1):
+    from scenelib.benchmark import Timing
+
+    return Timing(times_ms=[ms] * 8 + [ms * p90_factor] * 2, round_medians=[ms, ms])
+
+
+def test_a_variant_slower_than_its_fp32_is_not_worth_its_tta():
+    from scenelib.stages.quantize import tta_plan
+
+    fast, slow, fp32 = _timing(5.0), _timing(140.0), _timing(50.0)
+    assert tta_plan(fast, fp32, single_seconds=3.0, n_views=8, budget_s=60) == (True, "")
+    tta, note = tta_plan(slow, fp32, single_seconds=90.0, n_views=8, budget_s=60)
+    assert not tta and note.startswith("not recommended: slower than its fp32 (140.0 vs 50.0 ms)")
+    tta, note = tta_plan(fast, fp32, single_seconds=30.0, n_views=8, budget_s=60)
+    assert not tta and "budget 60 s" in note
+    # A noisy timing decides nothing: TTA is evaluated as usual.
+    assert tta_plan(_timing(140.0, p90_factor=3.0), fp32, 3.0, 8, 60) == (True, "")
+    assert tta_plan(slow, fp32, 3.0, 1, 60) == (False, "")

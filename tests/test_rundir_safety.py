@@ -78,6 +78,7 @@ def test_output_that_is_a_file_is_one_line(tmp_path, data, capsys):
         ("--batch-size", "0", "--batch-size must be"),
         ("--calibration-images", "-5", "--calibration-images must be"),
         ("--lr", "0", "--lr must be"),
+        ("--repeats", "0", "--repeats must be"),
         ("--weights", "typo.pth", "neither auto"),
     ],
 )

@@ -65,7 +65,8 @@ def test_manifest_is_byte_identical_for_a_seed(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("preset", "expected"), [("70/30", (0.63, 0.07, 0.30)), ("80/10/10", (0.8, 0.1, 0.1))]
+    ("preset", "expected"),
+    [("70/30", (0.63, 0.07, 0.30)), ("80/20", (0.72, 0.08, 0.20)), ("80/10/10", (0.8, 0.1, 0.1))],
 )
 def test_presets_are_stratified(tmp_path, preset, expected):
     ds = load_dataset("folder", write_image_tree(tmp_path / "d", ["x", "y"], 50, size=8))

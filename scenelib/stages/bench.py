@@ -7,8 +7,10 @@ import os
 import numpy as np
 import torch
 
+from .. import journal
 from ..benchmark import (
     count_macs,
+    gpu_latency_ms,
     machine_info,
     peak_activation_mb,
     state_dict_mb,
@@ -97,8 +99,13 @@ def benchmark_stage(run: RunDir, threads: int, quick: bool = False) -> dict:
         batch_calls, warmup=1, rounds=2 if quick else 4, runs_per_round=1
     ).items():
         cost[name]["throughput_ips"] = THROUGHPUT_BATCH / (t.median / 1000.0)
+    device = torch.device(read_json(run.run_json).get("device", {}).get("device", "cpu"))
+    if device.type == "cuda":  # the training GPU's own latencies, beside the CPU's
+        for name, (m, size) in models.items():
+            latency[name]["gpu"] = [gpu_latency_ms(m, size, device, b) for b in (1, THROUGHPUT_BATCH)]
     record = {
         "machine": {**machine_info(), **machine_of(run, threads)},
+        "device": read_json(run.run_json).get("device", {"device": "cpu"}),
         "load_average_before_after": [load_before, os.getloadavg() if hasattr(os, "getloadavg") else None],
         "threads": threads,
         "protocol": f"batch 1, 3 warm-up calls, {rounds} interleaved rounds x 3 timed calls, median and p90; "
@@ -130,6 +137,9 @@ def benchmark_stage(run: RunDir, threads: int, quick: bool = False) -> dict:
                 "latency_p90_ms_b1": main["p90_ms"],
                 "latency_noisy": main["noisy"],
                 "latency_ms_tta": r["latency"].get("tta_batch", {}).get("median_ms"),
+                "latency_ms_gpu_b1": next(
+                    (g["median_ms"] for g in r["latency"].get("gpu", []) if g["batch"] == 1), None
+                ),
                 "throughput_ips": r["throughput_ips"],
                 "params": r["params"],
                 "macs": r["macs"],
@@ -139,4 +149,5 @@ def benchmark_stage(run: RunDir, threads: int, quick: bool = False) -> dict:
             }
         )
     run.upsert_results(rows)
+    journal.record(run, "03_benchmark")
     return record

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from .. import journal
 from ..datasets import SceneDataset, load_dataset
 from ..integrity import ImageRecord, scan_dataset
 from ..rundir import RunDir, write_json
@@ -79,4 +80,5 @@ def explore(
         }
     )
     write_json(run.data_summary_json, summary)
+    journal.record(run, "01_explore_data")
     return Exploration(dataset, summary, records, manifest)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import journal, progress
 from ..benchmark import file_mb, onnx_infer, time_interleaved, torch_infer
 from ..claims import interval_columns
 from ..evaluation import Predictions, accuracy_and_f1
@@ -90,7 +91,12 @@ class ModelVariants:
         self.calibration = calibration_batch(run, n_calibration, self.size, self.mean, self.std, seed)
         val_rows = split_rows(read_manifest(run.splits_csv), "val")
         self.val_images = decode_images([r.path for r in val_rows], self.size)
-        self.val_labels = np.array([r.label for r in val_rows])
+        # The guard reads every view of every validation image (the model's TTA views): 147 images alone
+        # resolve 0.68 pt, too coarse for a 0.5 pt tolerance; 8 views resolve 0.09 pt.
+        train = read_json(run.train_json(name))
+        self.val_views = views(train["config"]["augmentation"], self.size, train["config"]["seed"])
+        self.val_views = self.val_views[: max(1, train.get("tta_views", 1))]
+        self.val_labels = np.tile(np.array([r.label for r in val_rows]), len(self.val_views))
         self.int8_class = int8_class
         x1 = np.random.default_rng(0).standard_normal((1, 3, self.size, self.size), dtype=np.float32)
         self.x1 = x1
@@ -102,14 +108,16 @@ class ModelVariants:
             "model": name,
             "calibration_images": len(self.calibration),
             "calibration_source": "train split",
-            "guard_source": f"validation split ({len(self.val_labels)} images)",
+            "guard_source": f"validation split ({len(val_rows)} images x {len(self.val_views)} views)",
             "int8_class": int8_class,
             "variants": {"fp32": {"status": "ok", "source": "fp32"}},
             "notes": [],
         }
 
     def validate(self, runner: Runner) -> np.ndarray:
-        return predict(runner, self.val_images, self.mean, self.std, views("none", self.size))[0]
+        """Softmax of every validation view, views stacked: [V * N, C] (labels: ``val_labels``)."""
+        probs = predict(runner, self.val_images, self.mean, self.std, self.val_views)
+        return probs.reshape(-1, probs.shape[-1])
 
     def _entry(self, variant: str) -> dict:
         return self.info["variants"].setdefault(variant, {"source": FP32_SOURCE[variant]})
@@ -146,8 +154,23 @@ class ModelVariants:
             session = ort_session(str(path), self.threads)
             return (path, session), self.validate(ort_runner(session))
 
+        fp32_ms = quick_median_ms(self.calls["onnx-fp32"])
+
+        def keep_going(built) -> str:
+            ms = quick_median_ms(onnx_infer(built[1], self.x1))
+            if ms > fp32_ms:
+                return (
+                    f"slower than ONNX fp32 ({ms:.1f} vs {fp32_ms:.1f} ms, quick check): the later recipes keep "
+                    "more in fp32 or change only the calibration, which cannot make it pay"
+                )
+            return ""
+
         guard = guarded_search(
-            ort_recipes(self.int8_class), build, self.val_labels, self.val_probs["onnx-fp32"]
+            ort_recipes(self.int8_class),
+            build,
+            self.val_labels,
+            self.val_probs["onnx-fp32"],
+            keep_going=keep_going,
         )
         for attempt in guard.attempts:  # keep only the chosen recipe's file, under the documented name
             path = final.with_name(f"model.int8.{attempt.recipe}.onnx")
@@ -224,6 +247,26 @@ class ModelVariants:
                 self._entry(variant).update(val_accuracy=acc, val_change_pt=100 * (acc - ref))
 
 
+def tta_plan(timing, own, single_seconds: float, n_views: int, budget_s: float) -> tuple[bool, str]:
+    """Whether to evaluate a variant's TTA views on test, and the note saying why not.
+
+    A variant slower than its own fp32 (on timings not marked noisy) is never recommended: its single view is
+    still measured, but its TTA is not worth minutes. Any other variant gets TTA if it fits the budget."""
+    if n_views < 2:
+        return False, ""
+    if timing.median > own.median and not (timing.noisy or own.noisy):
+        return False, (
+            f"not recommended: slower than its fp32 ({timing.median:.1f} vs {own.median:.1f} ms); "
+            "single view evaluated, TTA not"
+        )
+    if single_seconds * (n_views - 1) > budget_s:
+        return False, (
+            f"TTA not evaluated: {n_views} views would take about {single_seconds * n_views:.0f} s "
+            f"(budget {budget_s:.0f} s)"
+        )
+    return True, ""
+
+
 def evaluate_on_test(mv: ModelVariants, rounds: int, tta_budget_s: float) -> dict[str, dict]:
     """Time every built variant interleaved, then evaluate each once on the test split."""
     run, name, info = mv.run, mv.name, mv.info
@@ -239,14 +282,17 @@ def evaluate_on_test(mv: ModelVariants, rounds: int, tta_budget_s: float) -> dic
             continue
         entry, start = info["variants"][variant], time.perf_counter()
         probs = predict(runner, test_images, mv.mean, mv.std, test_views[:1])
-        single_seconds = time.perf_counter() - start
-        if len(test_views) > 1 and single_seconds * (len(test_views) - 1) <= tta_budget_s:
+        tta, note = tta_plan(
+            timings[variant],
+            timings[FP32_SOURCE[variant]],
+            time.perf_counter() - start,
+            len(test_views),
+            tta_budget_s,
+        )
+        if tta:
             probs = np.concatenate([probs, predict(runner, test_images, mv.mean, mv.std, test_views[1:])])
-        elif len(test_views) > 1:
-            entry["note"] = (
-                f"TTA not evaluated: {len(test_views)} views would take about "
-                f"{single_seconds * len(test_views):.0f} s (budget {tta_budget_s:.0f} s)"
-            )
+        if note:
+            entry["note"] = note
         Predictions(probs, reference.labels, reference.paths, reference.classes).save(
             run.predictions(name, variant)
         )
@@ -277,12 +323,22 @@ def quantize_model(
     tta_budget_s: float = TTA_BUDGET_S,
 ) -> dict:
     """Build, guard, time and evaluate the variants of one model; a variant that fails is recorded."""
+    steps = progress.bar(total=5, desc=f"{name}: fp32 on validation", unit="step")
     mv = ModelVariants(run, name, threads, n_calibration, seed, int8_class)
-    mv.build_onnx_fp32()
-    mv.build_onnx_int8()
-    mv.build_torch_int8()
+    for desc, build in (
+        ("ONNX fp32 export", mv.build_onnx_fp32),
+        ("ONNX INT8 recipes on validation", mv.build_onnx_int8),
+        ("PyTorch INT8 recipes on validation", mv.build_torch_int8),
+    ):
+        steps.update()
+        steps.set_description_str(f"{name}: {desc}")
+        build()
     mv.validation_summary()
+    steps.update()
+    steps.set_description_str(f"{name}: timing and test evaluation")
     timings = evaluate_on_test(mv, 3 if quick else 10, tta_budget_s)
+    steps.update()
+    steps.close()
     info = mv.info
     train = read_json(run.train_json(name))
     rows = []
@@ -408,4 +464,5 @@ def quantize_stage(
             run, name, threads, calibration_images, quick, seed, machine["int8_class"]
         )
     write_json(run.quantization_json, record)
+    journal.record(run, "04_quantize")
     return record

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import journal
 from ..evaluation import Predictions, accuracy_and_f1
 from ..models import check_model_name, save_checkpoint, to_scene_classifier
 from ..rundir import RunDir, write_json
@@ -32,10 +33,14 @@ def load_split(run: RunDir, split: str, size: int) -> tuple[SplitData, list[str]
     return SplitData(images, torch.tensor([r.label for r in rows], dtype=torch.long)), [r.path for r in rows]
 
 
-def resolve_strategy(strategy: str, weights: str, default: str) -> str:
+def resolve_strategy(strategy: str, weights: str, default: str, device: str = "cpu") -> str:
+    """'auto': the model's CPU default (``partial`` mostly), ``full`` fine-tuning on a GPU (the usual
+    protocol, affordable there), ``scratch`` without pretrained weights."""
     if strategy != "auto":
         return strategy
-    return "scratch" if weights == "none" else default
+    if weights == "none":
+        return "scratch"
+    return "full" if device.startswith("cuda") and default in ("partial", "linear") else default
 
 
 def train_stage(
@@ -50,6 +55,7 @@ def train_stage(
     tta: bool = True,
     seed: int = 0,
     threads: int | None = None,
+    device: str = "cpu",
     **options,
 ) -> TrainingOutcome:
     """Train ``model_name``; ``options`` are further ``TrainConfig`` fields (label_smoothing, scheduler,
@@ -57,7 +63,7 @@ def train_stage(
     if threads:
         torch.set_num_threads(threads)
     spec = check_model_name(model_name)
-    strategy = resolve_strategy(strategy, weights, spec.default_strategy)
+    strategy = resolve_strategy(strategy, weights, spec.default_strategy, device)
     cfg = TrainConfig(
         strategy=strategy,
         epochs=epochs,
@@ -66,6 +72,7 @@ def train_stage(
         augmentation=augmentation,
         tta=tta,
         seed=seed,
+        device=device,
         **options,
     )
     cfg.check()
@@ -99,6 +106,7 @@ def train_stage(
         info.std,
     )
     write_json(run.history_json(model_name), result.history)
+    journal.record(run, "02_train_model", model_name)
     return TrainingOutcome(
         model_name,
         result,

@@ -1,0 +1,115 @@
+"""Repeated splits: every trained model trained again on N-1 more seeded splits, reported as mean ± std.
+
+One split is one sample of the data: a 630-image test set moves a model's accuracy by a point from one seeded
+split to the next, more than most differences between models. The aerial-scene benchmarks (AID,
+NWPU-RESISC45) therefore report mean ± std over repeated random splits; ``--repeats N`` does the same.
+
+Split 1 is the run itself. Split r (2..N) is a small run directory, ``<run>/repeats/r<r>/``, holding its own
+``splits.csv`` (the same preset with seed + r - 1, duplicate groups kept on one side, the same corrupt files
+left out) and what ``02_train_model``, the same notebook, writes there. Every split is scored the same way:
+the test predictions training writes (single view and TTA), so split 1's numbers here can differ from the
+end-to-end ones in the main tables by the cached-vs-end-to-end agreement the benchmark stage reports.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .datasets import SceneDataset
+from .evaluation import Predictions, accuracy_and_f1
+from .rundir import RunDir, read_json, write_json
+from .splits import make_splits, write_manifest
+
+REPEATS_DIR = "repeats"
+REPEATS_CSV = "repeats.csv"
+RANDOM_ONLY = "official"  # a published split cannot be drawn again
+
+
+def repeat_run(run: RunDir, r: int) -> RunDir:
+    """The run directory of split ``r`` (1 is the run itself)."""
+    return run if r == 1 else RunDir(run.root / REPEATS_DIR / f"r{r}")
+
+
+def prepare_repeat(run: RunDir, dataset: SceneDataset, r: int) -> RunDir:
+    """Write split ``r``'s manifest (deterministic: a resumed run writes the same file)."""
+    summary = read_json(run.data_summary_json)
+    seed = summary["seed"] + r - 1
+    manifest = make_splits(
+        dataset,
+        summary["split"],
+        seed,
+        exclude=set(summary["corrupt"]),
+        max_per_class=summary.get("max_per_class"),
+        groups=summary["duplicate_groups"],
+    )
+    sub = repeat_run(run, r)
+    sub.root.mkdir(parents=True, exist_ok=True)
+    write_manifest(manifest, sub.splits_csv)
+    write_json(
+        sub.run_json, {"repeat_of": str(run.root), "repeat": r, "seed": seed, "split": summary["split"]}
+    )
+    return sub
+
+
+def repeat_rows(run: RunDir, repeats: int, models: list[str]) -> pd.DataFrame:
+    """One row per model and split with a finished training: validation and test accuracy, macro-F1."""
+    rows = []
+    for r in range(1, repeats + 1):
+        sub = repeat_run(run, r)
+        for model in models:
+            if not sub.train_json(model).exists() or not sub.predictions(model, "fp32").exists():
+                continue
+            train = read_json(sub.train_json(model))
+            if "best_epoch" not in train:  # a failed or skipped training
+                continue
+            pred = Predictions.load(sub.predictions(model, "fp32"))
+            acc, f1 = accuracy_and_f1(pred.single, pred.labels)
+            acc_tta = accuracy_and_f1(pred.tta, pred.labels)[0] if pred.tta is not None else np.nan
+            rows.append(
+                {
+                    "model": model,
+                    "split": r,
+                    "seed": read_json(sub.run_json).get("seed") if r > 1 else train["config"]["seed"],
+                    "val_accuracy": train["val_accuracy"],
+                    "accuracy": acc,
+                    "accuracy_tta": acc_tta,
+                    "macro_f1": f1,
+                    "train_seconds": train["train_seconds"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def summarize(run: RunDir, repeats: int, models: list[str]) -> pd.DataFrame:
+    """Mean, sample std and count per model over the splits; writes ``repeats.csv`` (one row per split)
+    and the ``*_mean`` / ``*_std`` / ``repeats`` columns of the fp32 rows of ``results.csv``."""
+    rows = repeat_rows(run, repeats, models)
+    rows.to_csv(run.root / REPEATS_CSV, index=False)
+    if rows.empty:
+        return rows
+    metrics = ["val_accuracy", "accuracy", "accuracy_tta", "macro_f1"]
+    table = rows.groupby("model", sort=False)[metrics].agg(["mean", "std", "count"])
+    out = pd.DataFrame(
+        {
+            "model": table.index,
+            "repeats": table[("accuracy", "count")].to_numpy(),
+            **{f"{m}_{s}": table[(m, s)].to_numpy() for m in metrics for s in ("mean", "std")},
+        }
+    )
+    run.upsert_results(
+        [
+            {
+                "model": row.model,
+                "variant": "fp32",
+                "repeats": int(row.repeats),
+                "accuracy_mean": row.accuracy_mean,
+                "accuracy_std": row.accuracy_std,
+                "accuracy_tta_mean": row.accuracy_tta_mean,
+                "accuracy_tta_std": row.accuracy_tta_std,
+                "macro_f1_std": row.macro_f1_std,
+            }
+            for row in out.itertuples()
+        ]
+    )
+    return out

@@ -1,0 +1,218 @@
+"""The report's sentences, each computed from the run directory's files: which model and deployment were
+chosen (on validation), how sure the numbers are (intervals, paired tests, repeated splits), on which
+machine they were measured, and what was run by hand. ``report.py`` holds the tables."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from . import journal
+from .claims import ALPHA, MIN_INT8_SPEEDUP, NEAR_BEST_PT, claims
+from .evaluation import Predictions
+from .repeats import REPEATS_CSV
+from .report import esc, results_frame
+from .rundir import RunDir, read_json
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2%}"
+
+
+def _row(run: RunDir, model: str, variant: str) -> dict:
+    df = results_frame(run)
+    hit = df[(df["model"] == model) & (df["variant"] == variant)]
+    return {} if hit.empty else hit.iloc[0].to_dict()
+
+
+def _interval(row: dict, key: str = "accuracy") -> str:
+    low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    if low is None or pd.isna(low):
+        return ""
+    return f" (95% CI {low:.1%}–{high:.1%})"
+
+
+def summary_lines(run: RunDir) -> list[str]:
+    """The summary's sentences (Markdown, names escaped): each says how it was chosen and how sure it is."""
+    c = claims(run)
+    if not c:
+        return []
+    best = c["best"]
+    b = _row(run, best, "fp32")
+    val = c["ranking"][0]["val_accuracy"]
+    tta = (
+        f"; {_pct(b.get('accuracy_tta'))}{_interval(b, 'accuracy_tta')} with test-time augmentation"
+        if not pd.isna(b.get("accuracy_tta"))
+        else ""
+    )
+    lines = [
+        f"- **Best model (chosen on validation)**: {esc(best)}, {_pct(val)} validation accuracy. On the test "
+        f"split it scores {_pct(b.get('accuracy'))}{_interval(b)} single view{tta}."
+    ]
+    if len(c["ranking"]) > 1:
+        second = c["ranking"][1]["model"]
+        t = c["runner_up_test"]
+        verdict = (
+            "not distinguishable on this test set"
+            if not t["distinguishable"]
+            else f"a significant difference at the {ALPHA:g} level"
+        )
+        lines.append(
+            f"- **Runner-up**: {esc(second)} ({_pct(c['ranking'][1]['val_accuracy'])} validation, "
+            f"{_pct(_row(run, second, 'fp32').get('accuracy'))} test). Against {esc(best)}: McNemar's exact test "
+            f"p = {t['p_value']:.2g} ({t['only_a_right']} test images only {esc(best)} got right, "
+            f"{t['only_b_right']} only {esc(second)}): {verdict}."
+        )
+    fastest = c["fastest_near_best"]
+    advice = c["advice"].get(fastest) or {}
+    if advice:
+        lines.append(
+            f"- **Fastest within {NEAR_BEST_PT:g} point of the best (validation)**: {esc(fastest)} deployed as "
+            f"{advice['variant']}, {advice['latency_ms']:.1f} ms per image at batch 1."
+        )
+    for name, a in c["advice"].items():
+        if not a:
+            continue
+        acc = f"{_pct(a['test_accuracy'])} test accuracy" if a.get("test_accuracy") is not None else ""
+        if a["int8"]:
+            test = c["int8_tests"].get(f"{name} {a['variant']}", {})
+            change = a.get("test_change_pt")
+            lines.append(
+                f"- **Deploy {esc(name)} as {a['variant']}** (INT8, chosen on validation: "
+                f"{a['val_change_pt']:+.2f} pt against its fp32): {a['latency_ms']:.1f} ms, "
+                f"{a['baseline_latency_ms'] / a['latency_ms']:.1f}x faster than {a['baseline']}; {acc}"
+                + (
+                    f", {change:+.2f} pt on test (McNemar p = {test['p_value']:.2g})"
+                    if change is not None and test
+                    else ""
+                )
+                + "."
+            )
+        else:
+            why = "; ".join(a["why_not_int8"]) or "no INT8 variant was built"
+            lines.append(
+                f"- **Deploy {esc(name)} as {a['baseline']}** ({a['latency_ms']:.1f} ms, {acc}): INT8 does not pay "
+                f"on this CPU ({esc(why)}; INT8 must hold validation accuracy within the tolerance and be "
+                f"{MIN_INT8_SPEEDUP:g}x faster)."
+            )
+    spread = repeats_table(run)
+    if not spread.empty:
+        n = int(spread["splits"].max())
+        items = "; ".join(
+            f"{esc(r['model'])} {r['test accuracy']} single view"
+            + (f", {r['with TTA']} with TTA" if r["with TTA"] else "")
+            for _, r in spread.iterrows()
+        )
+        lines.append(
+            f"- **Over {n} seeded splits** (mean ± sample std; each split trains anew, nothing chosen on test): "
+            f"{items}."
+        )
+    return lines
+
+
+def _mean_std(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return ""
+    std = values.std(ddof=1) if len(values) > 1 else math.nan
+    return f"{100 * values.mean():.2f}%" + (f" ± {100 * std:.2f}" if math.isfinite(std) else "")
+
+
+def repeats_table(run: RunDir) -> pd.DataFrame:
+    """--repeats: mean ± std per model over the seeded splits (from repeats.csv); empty without repeats."""
+    path = run.root / REPEATS_CSV
+    if not path.exists():
+        return pd.DataFrame()
+    rows = pd.read_csv(path)
+    if rows.empty or rows["split"].nunique() < 2:
+        return pd.DataFrame()
+    out = []
+    for model, g in rows.groupby("model", sort=False):
+        out.append(
+            {
+                "model": model,
+                "splits": len(g),
+                "validation accuracy": _mean_std(g["val_accuracy"]),
+                "test accuracy": _mean_std(g["accuracy"]),
+                "with TTA": _mean_std(g["accuracy_tta"]),
+                "macro-F1": _mean_std(g["macro_f1"]),
+                "train seconds (mean)": g["train_seconds"].mean(),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+READING_GUIDE = (
+    "**How to read these numbers.** Every choice in this report (best model, kept epoch, INT8 recipe, "
+    "recommended deployment) was made on the validation split (INT8 recipes on every view of every validation "
+    "image, a finer measure than the images alone); the test split was only used to report the "
+    "chosen models' numbers, so they are unbiased estimates. Test accuracies carry a 95% Wilson interval and "
+    "macro-F1 a 95% bootstrap interval: with {n_test} test images one image is {one:.2f} points. Two models "
+    "(or a variant and its fp32) are compared with McNemar's exact test on the same test images; where "
+    "p ≥ 0.05 the difference is not distinguishable on this test set. Changes are variant minus reference in "
+    "points (negative = lost accuracy); speed-ups are reference latency / variant latency, medians of "
+    "interleaved batch-1 timings on this machine. Timings marked noisy (p90 above 1.5x the median, or rounds "
+    "differing by 1.5x) are shown but never used for a speed claim."
+)
+
+
+def reading_guide(run: RunDir) -> str:
+    models = run.trained_models()
+    n = len(Predictions.load(run.predictions(models[0], "fp32")).labels) if models else 0
+    return READING_GUIDE.format(n_test=n, one=100 / n if n else math.nan)
+
+
+def machine_line(run: RunDir) -> str:
+    """The machine beside every latency table: CPU, instruction set, threads, reference latency."""
+    info = read_json(run.run_json)
+    m = info.get("machine") or {}
+    ref = m.get("mobilenet_v2_eager_ms")
+    return (
+        f"Machine: {esc(m.get('cpu', info.get('cpu', '?')))}, {m.get('summary', 'features not recorded')}; "
+        f"{info.get('threads')} threads"
+        + (f"; eager MobileNetV2 (224 px, batch 1) {ref:.1f} ms on it" if ref else "")
+        + "."
+        + device_note(info.get("device") or {})
+    )
+
+
+def device_note(device: dict) -> str:
+    """' Trained on cuda:0 (NVIDIA ...)...' for a run that trained off the CPU; '' on the CPU."""
+    if device.get("type", "cpu") == "cpu":
+        return ""
+    name = f" ({esc(device['name'])}, {device.get('memory_gb', '?')} GB, {device.get('amp_dtype', 'fp32')} autocast)"
+    return (
+        f" Trained on {esc(device['device'])}{name if device.get('name') else ''}; latencies are the CPU's "
+        "unless marked GPU, and INT8 is built and timed on the CPU."
+    )
+
+
+def journal_note(run: RunDir) -> str:
+    """Stages run by hand (a notebook in JupyterLab, papermill) after the pipeline, or '' if none."""
+    hand = journal.by_hand(run)
+    if not hand:
+        return ""
+    items = "; ".join(
+        f"{esc(e['stage'])}{' ' + esc(e['model']) if e.get('model') else ''} at {esc(e['finished'])} "
+        f"by {esc(e.get('who', '?'))}"
+        for e in hand
+    )
+    return (
+        f"**Stages run by hand** (not by `run_all.py`): {items}. The files they wrote replace the "
+        "pipeline's; everything in this report is read from the files as they are now."
+    )
+
+
+def duplicates_note(data: dict) -> str:
+    """How pixel-identical images were handled by the split (data_summary.json)."""
+    groups = data.get("duplicate_groups") or []
+    if not groups:
+        return ""
+    if data.get("duplicates_grouped"):
+        return f"; the {len(groups)} group(s) of pixel-identical images were kept on one side of the split"
+    twins = data.get("twins_of_train") or {}
+    return (
+        f"; official split kept as published: {twins.get('test', 0)} test and {twins.get('val', 0)} validation "
+        "image(s) have a pixel-identical twin in train"
+    )

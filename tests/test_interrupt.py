@@ -1,0 +1,104 @@
+"""A run stopped by Ctrl-C (SIGINT to the process group) or killed (SIGKILL) resumes to the same results.
+
+The driver runs as a real process, as a user starts it; it is stopped while a stage runs, then resumed with
+``--resume``. The resumed run must reach the uninterrupted run's results.csv (timings aside), leave no kernel
+behind, and a Ctrl-C must say what to do in a line or two rather than a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from .conftest import tiny_args
+
+REPO = Path(__file__).resolve().parent.parent
+SAME = ["model", "variant", "status", "recipe", "val_accuracy", "accuracy", "accuracy_tta", "macro_f1"]
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "run_all.py"), *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a foreground job
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def _wait_for(proc: subprocess.Popen, text: str, timeout: float = 300) -> str:
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    proc.kill()
+    raise AssertionError(f"never saw {text!r}:\n{''.join(seen)}")
+
+
+def _kernels_of(run_dir: Path) -> list[psutil.Process]:
+    """Kernels started for this run (the executor names the run's progress file in their environment)."""
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if "ipykernel" in " ".join(p.info["cmdline"] or []) and str(run_dir) in p.environ().get(
+                "SCENELIB_PROGRESS", ""
+            ):
+                out.append(p)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("sig", "during"),
+    [(signal.SIGINT, "02_train_model mobilenet_v2: running"), (signal.SIGKILL, "04_quantize: running")],
+)
+def test_an_interrupted_run_resumes_to_the_same_results(tiny_dataset, tiny_run, tmp_path, sig, during):
+    _, reference = tiny_run
+    out = tmp_path / "run"
+    proc = _start(tiny_args(tiny_dataset, out))
+    _wait_for(proc, during)
+    time.sleep(2)  # inside the stage
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    else:
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone dies; its kernel must notice
+    _, err = proc.communicate(timeout=120)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert "Traceback" not in err and "ZMQError" not in err, err
+        assert f"--resume --output {out}" in err
+    deadline = time.monotonic() + 30
+    while _kernels_of(out) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _kernels_of(out), "a kernel outlived its driver"
+
+    resumed = subprocess.run(
+        [sys.executable, str(REPO / "run_all.py"), *tiny_args(tiny_dataset, out), "--resume"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "01_explore_data: done in an earlier run, skipped" in resumed.stdout
+    assert not list(out.rglob("*.tmp")), "a half-written file was left behind"
+    expected = pd.read_csv(reference.results_csv)[SAME]
+    got = pd.read_csv(out / "results.csv")[SAME]
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-9)
