@@ -130,6 +130,33 @@ if len(spread):
         .hide(axis="index")
     )
 
+# %%
+probes = sm.probe_table(run)
+if len(probes):
+    display(
+        Markdown(
+            "### What fine-tuning adds over frozen features\n"
+            "A linear probe (logistic regression on the pretrained backbone's pooled features of the plain "
+            "image, its regularisation chosen on validation) against the fine-tuned model, single view; "
+            "McNemar's exact test on the same test images."
+        )
+    )
+    display(
+        probes.style.format(
+            {
+                "probe val.": "{:.2%}",
+                "probe test": "{:.2%}",
+                "fine-tuned val.": "{:.2%}",
+                "fine-tuned test": "{:.2%}",
+                "fine-tuning adds (pt)": "{:+.2f}",
+                "McNemar p": "{:.2g}",
+                "probe seconds": "{:.0f}",
+            }
+        )
+        .format(escape="html", subset=["model"])
+        .hide(axis="index")
+    )
+
 # %% [markdown]
 # ## Training
 

@@ -156,7 +156,8 @@ def deployment_advice(variants: dict) -> dict:
     }
 
 
-def _guess(run: RunDir, name: str, variant: str) -> np.ndarray | None:
+def test_guess(run: RunDir, name: str, variant: str) -> np.ndarray | None:
+    """A variant's single-view test guesses (fp32: the checkpoint end to end where measured)."""
     path = run.predictions(name, "fp32-e2e" if variant == "fp32" else variant)
     if not path.exists():
         path = run.predictions(name, variant)
@@ -171,8 +172,10 @@ def claims(run: RunDir) -> dict:
         return {}
     best = ranking[0]["model"]
     labels = Predictions.load(run.predictions(best, "fp32")).labels
-    best_guess = _guess(run, best, "fp32")
-    tests = {r["model"]: mcnemar(labels, best_guess, _guess(run, r["model"], "fp32")) for r in ranking[1:]}
+    best_guess = test_guess(run, best, "fp32")
+    tests = {
+        r["model"]: mcnemar(labels, best_guess, test_guess(run, r["model"], "fp32")) for r in ranking[1:]
+    }
     quant = read_json(run.quantization_json)["models"] if run.quantization_json.exists() else {}
     bench = read_json(run.benchmark_json)["models"] if run.benchmark_json.exists() else {}
     advice, int8_tests = {}, {}
@@ -180,7 +183,7 @@ def claims(run: RunDir) -> dict:
         variants = quant.get(name, {}).get("variants", {})
         advice[name] = deployment_advice(variants)
         for v, src in (("onnx-int8", "onnx-fp32"), ("int8-torch", "fp32")):
-            a, b = _guess(run, name, src), _guess(run, name, v)
+            a, b = test_guess(run, name, src), test_guess(run, name, v)
             if a is not None and b is not None and variants.get(v, {}).get("accuracy") is not None:
                 int8_tests[f"{name} {v}"] = {"reference": src, **mcnemar(labels, a, b)}
     top = ranking[0]["val_accuracy"]

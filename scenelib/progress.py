@@ -26,13 +26,22 @@ WRITE_EVERY_S = 1.0
 
 
 class bar(tqdm):  # noqa: N801 - used exactly like tqdm
-    """A tqdm bar that also publishes its state to ``$SCENELIB_PROGRESS`` (when set)."""
+    """A tqdm bar that also publishes its state to ``$SCENELIB_PROGRESS`` (when set). Nested bars (a
+    quantization step, and the evaluation inside it) are published together, outermost first."""
+
+    _open: list[bar] = []
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("leave", False)
         self._target = os.environ.get(PROGRESS_ENV)
         self._written = 0.0
         super().__init__(*args, **kwargs)
+        bar._open.append(self)
+
+    def close(self) -> None:
+        if self in bar._open:
+            bar._open.remove(self)
+        super().close()
 
     def display(self, msg=None, pos=None):
         shown = super().display(msg, pos)
@@ -49,23 +58,25 @@ class bar(tqdm):  # noqa: N801 - used exactly like tqdm
             self.publish(force=True)
         return shown
 
-    def publish(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self._target or (not force and now - self._written < WRITE_EVERY_S):
-            return
-        self._written = now
+    def state(self) -> dict:
         d = self.format_dict
         rate = d.get("rate") or (d["n"] / d["elapsed"] if d.get("elapsed") and d["n"] else None)
-        left = (d["total"] - d["n"]) / rate if rate and d.get("total") else None
-        state = {
+        return {
             "desc": d.get("prefix") or "",
             "n": d["n"],
             "total": d.get("total"),
             "unit": d.get("unit", "it"),
             "postfix": d.get("postfix") or "",
-            "seconds_left": left,
-            "at": time.time(),
+            "seconds_left": (d["total"] - d["n"]) / rate if rate and d.get("total") else None,
         }
+
+    def publish(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self._target or (not force and now - self._written < WRITE_EVERY_S):
+            return
+        self._written = now
+        bars = [b for b in bar._open if not b.disable] or [self]
+        state = {"bars": [b.state() for b in bars], "at": time.time()}
         path = Path(self._target)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
@@ -83,7 +94,9 @@ def read_state(path: Path) -> dict | None:
 
 
 def describe(state: dict) -> str:
-    """'cache train 45% (4,821/10,584 img), about 1.2 min left, val 97.3%'."""
+    """'cache train 46% (4,821/10,584 img), about 1.2 min left'; nested bars joined by ' > '."""
+    if "bars" in state:
+        return " > ".join(describe(b) for b in state["bars"])
     n, total, unit = state.get("n", 0), state.get("total"), state.get("unit", "it")
     parts = [state.get("desc") or "working"]
     if total:

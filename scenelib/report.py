@@ -302,7 +302,7 @@ print(logits.argmax())  # index into the class names (the 'label' / 'class' colu
 
 
 VARIANT_FORMATS = {
-    "val. change pt": "{:+.2f}",
+    "val. change pt (all views)": "{:+.2f}",
     "accuracy": "{:.2%}",
     "change pt": "{:+.2f}",
     "accuracy_tta": "{:.2%}",

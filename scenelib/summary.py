@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from . import journal
-from .claims import ALPHA, MIN_INT8_SPEEDUP, NEAR_BEST_PT, claims
+from .claims import ALPHA, MIN_INT8_SPEEDUP, NEAR_BEST_PT, claims, mcnemar, test_guess, wilson_interval
 from .evaluation import Predictions
 from .repeats import REPEATS_CSV
 from .report import esc, results_frame
@@ -96,6 +97,8 @@ def summary_lines(run: RunDir) -> list[str]:
                 f"on this CPU ({esc(why)}; INT8 must hold validation accuracy within the tolerance and be "
                 f"{MIN_INT8_SPEEDUP:g}x faster)."
             )
+    if probe_line(run):
+        lines.append(probe_line(run))
     spread = repeats_table(run)
     if not spread.empty:
         n = int(spread["splits"].max())
@@ -117,6 +120,52 @@ def _mean_std(values: pd.Series) -> str:
         return ""
     std = values.std(ddof=1) if len(values) > 1 else math.nan
     return f"{100 * values.mean():.2f}%" + (f" ± {100 * std:.2f}" if math.isfinite(std) else "")
+
+
+def probe_table(run: RunDir) -> pd.DataFrame:
+    """What fine-tuning adds over a linear probe on frozen ImageNet features, per model (train.json), with
+    the probe's interval and McNemar's exact test of the two on the same test images."""
+    rows = []
+    for model in run.trained_models():
+        train = read_json(run.train_json(model))
+        probe = train.get("linear_probe")
+        if not probe:
+            continue
+        labels = Predictions.load(run.predictions(model, "fp32")).labels
+        tuned, guess = test_guess(run, model, "fp32"), np.asarray(probe["test_guess"])
+        low, high = wilson_interval(int((guess == labels).sum()), len(guess))
+        test = mcnemar(labels, tuned, guess)
+        fine = float((tuned == labels).mean())
+        rows.append(
+            {
+                "model": model,
+                "probe val.": probe["val_accuracy"],
+                "probe test": probe["test_accuracy"],
+                "probe 95% CI": f"{low:.1%}–{high:.1%}",
+                "fine-tuned val.": train["val_accuracy"],
+                "fine-tuned test": fine,
+                "fine-tuning adds (pt)": 100 * (fine - probe["test_accuracy"]),
+                "McNemar p": test["p_value"],
+                "probe seconds": probe["seconds"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def probe_line(run: RunDir) -> str:
+    """One summary sentence on what fine-tuning adds over the frozen-features baseline ('' without one)."""
+    table = probe_table(run)
+    if table.empty:
+        return ""
+    items = "; ".join(
+        f"{esc(r['model'])} {_pct(r['probe test'])} probe vs {_pct(r['fine-tuned test'])} fine-tuned "
+        f"({r['fine-tuning adds (pt)']:+.2f} pt, McNemar p = {r['McNemar p']:.2g})"
+        for _, r in table.iterrows()
+    )
+    return (
+        "- **What fine-tuning adds** over a linear probe on the frozen ImageNet features (logistic regression, "
+        f"its strength chosen on validation), single view on test: {items}."
+    )
 
 
 def repeats_table(run: RunDir) -> pd.DataFrame:

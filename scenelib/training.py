@@ -24,6 +24,7 @@ from . import progress
 from .devices import amp_dtype, autocast, grad_scaler, prepare
 from .features import device_runner, extract_views, make_runner
 from .models import AUX_LOSS_WEIGHT, STRATEGIES, HeadConfig, ModelSpec, SceneClassifier
+from .probe import linear_probe, pooled_features
 from .transforms import View, check_augmentation, normalize, random_augment, views
 
 SCHEDULERS = ("onecycle", "plateau")
@@ -47,6 +48,7 @@ class TrainConfig:
     engine: str = "onnx"  # what runs the frozen prefix when caching on the CPU
     device: str = "cpu"  # a resolved torch device (devices.resolve_device): cpu, cuda:N, mps
     cpu_bf16: bool = False  # bf16 autocast on the CPU too (GPUs always use mixed precision)
+    linear_probe: bool = True  # the frozen-features baseline (probe.py), for cached strategies
     head: HeadConfig = field(default_factory=HeadConfig)
 
     def check(self) -> None:
@@ -79,6 +81,7 @@ class TrainResult:
     cache_engine: str
     test_probs: np.ndarray  # [V, N, C]: softmax per test view; view 0 is the plain image
     trainable_params: int
+    probe: dict | None = None  # the linear-probe baseline (probe.linear_probe), if run
 
 
 CPU = torch.device("cpu")
@@ -197,7 +200,7 @@ def fit(
         val_loss, val_acc = _evaluate(net, val_batches(), loss_fn, device, dtype)
         if cfg.scheduler == "plateau":
             scheduler.step(val_loss)
-        epochs.set_postfix_str(f"validation {val_acc:.1%} after epoch {epoch}")
+        epochs.set_postfix_str(f"last validation {val_acc:.1%}")
         history.append(
             {
                 "epoch": epoch,
@@ -266,6 +269,9 @@ def train_model(
             "test": extract_views(runner, test.images, mean, std, test_views, desc="cache test"),
         }
         cache_seconds = time.perf_counter() - start
+        probe = None
+        if cfg.linear_probe:  # before fine-tuning touches the suffix: its pretrained weights
+            probe = _probe(model, cut, cache, (train.labels, val.labels, test.labels), device, cfg.seed)
         net = trainable_part(model, cut)
         n_views = len(train_views)
 
@@ -277,7 +283,7 @@ def train_model(
             feats = cache[name][view]
             return [(feats[i : i + 128].float(), labels[i : i + 128]) for i in range(0, len(labels), 128)]
     else:
-        engine, cache_seconds, net = "none", 0.0, model
+        engine, cache_seconds, net, probe = "none", 0.0, model, None
         augment = random_augment(cfg.augmentation, size)
 
         def train_batch(idx: torch.Tensor) -> torch.Tensor:
@@ -333,4 +339,16 @@ def train_model(
         engine,
         np.stack(probs),
         trainable,
+        probe,
     )
+
+
+def _probe(model: SceneClassifier, cut: int, cache: dict, labels: tuple, device, seed: int) -> dict:
+    """The linear probe on the pretrained suffix's pooled features of the plain view (see probe.py)."""
+    rest = nn.Sequential(*model.blocks[cut:], model.pool) if cut < len(model.blocks) else nn.Identity()
+    rest.eval()
+    feats = [
+        pooled_features(lambda x: rest(x.to(device)).float().cpu(), cache[split][0])
+        for split in ("train", "val", "test")
+    ]
+    return linear_probe(*((f, y.numpy()) for f, y in zip(feats, labels, strict=True)), seed=seed)

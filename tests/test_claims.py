@@ -9,6 +9,7 @@ import pytest
 
 from scenelib import summary as sm
 from scenelib.claims import deployment_advice, mcnemar, validation_ranking, wilson_interval
+from scenelib.evaluation import Predictions
 from scenelib.rundir import RunDir, read_json, write_json
 from scenelib.splits import read_manifest, split_rows
 
@@ -119,3 +120,29 @@ def test_calibration_and_the_guard_read_no_test_image(finished_run, monkeypatch)
     mv.build_torch_int8()
     assert read and not test_paths.intersection(read)
     assert mv.info["variants"]["onnx-int8"]["guard"]["attempts"]
+
+
+def test_the_linear_probe_row_compares_like_with_like(finished_run):
+    """The probe's guesses against the fine-tuned checkpoint's, on the same test images."""
+    run = finished_run
+    table = sm.probe_table(run).set_index("model")
+    assert list(table.index) == ["mobilenet_v2"]  # simple_cnn trains from scratch: no probe
+    probe = read_json(run.train_json("mobilenet_v2"))["linear_probe"]
+    row = table.loc["mobilenet_v2"]
+    assert row["probe test"] == probe["test_accuracy"]
+    assert row["fine-tuning adds (pt)"] == pytest.approx(
+        100 * (row["fine-tuned test"] - probe["test_accuracy"])
+    )
+    # Make the probe perfect: fine-tuning can then only lose, and the sentence says so with a minus.
+    labels = Predictions.load(run.predictions("mobilenet_v2", "fp32")).labels
+    write_json(
+        run.train_json("mobilenet_v2"),
+        {
+            **read_json(run.train_json("mobilenet_v2")),
+            "linear_probe": {**probe, "test_accuracy": 1.0, "test_guess": labels.tolist()},
+        },
+    )
+    row = sm.probe_table(run).set_index("model").loc["mobilenet_v2"]
+    assert row["fine-tuning adds (pt)"] == pytest.approx(100 * (row["fine-tuned test"] - 1.0))
+    line = next(x for x in sm.summary_lines(run) if x.startswith("- **What fine-tuning adds**"))
+    assert "100.00% probe" in line and f"({row['fine-tuning adds (pt)']:+.2f} pt" in line

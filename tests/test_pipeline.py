@@ -33,6 +33,13 @@ def test_end_to_end_run_directory(tiny_run):
     assert (measured.accuracy_ci_low <= measured.accuracy).all()
     assert (measured.accuracy <= measured.accuracy_ci_high).all()
     quant = read_json(run.quantization_json)
+    for model in ("simple_cnn", "mobilenet_v2"):  # val_accuracy: single view, as the model was chosen
+        row = results[(results.model == model) & (results.variant == "fp32")].iloc[0]
+        assert row.val_accuracy == pytest.approx(read_json(run.train_json(model))["val_accuracy"], abs=1e-6)
+        onnx = quant["models"][model]["variants"]["onnx-fp32"]
+        assert results.set_index(["model", "variant"]).loc[(model, "onnx-fp32"), "val_accuracy"] == (
+            pytest.approx(onnx["val_accuracy_single_view"], abs=1e-6)
+        )
     for model in ("simple_cnn", "mobilenet_v2"):
         for variant in ("onnx-int8", "int8-torch"):
             attempts = quant["models"][model]["variants"][variant]["guard"]["attempts"]

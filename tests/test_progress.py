@@ -13,13 +13,26 @@ def test_a_bar_publishes_its_state_where_the_executor_says(tmp_path, monkeypatch
     monkeypatch.setenv(progress.PROGRESS_ENV, str(target))
     epochs = progress.bar(range(1, 4), desc="mobilenet_v2", unit="epoch", disable=False)
     for epoch in epochs:
-        epochs.set_postfix_str(f"validation 9{epoch}.0% after epoch {epoch}")
-    state = json.loads(target.read_text())
+        epochs.set_postfix_str(f"last validation 9{epoch}.0%")
+    (state,) = json.loads(target.read_text())["bars"]
     assert state["desc"] == "mobilenet_v2" and state["unit"] == "epoch" and state["total"] == 3
-    assert state["postfix"] == "validation 93.0% after epoch 3"
+    assert state["postfix"] == "last validation 93.0%"
     with progress.bar(total=10, desc="cache train", unit="img") as b:
         b.update(10)  # the last update is always written, whatever the throttle
-    assert json.loads(target.read_text())["n"] == 10
+    assert json.loads(target.read_text())["bars"][-1]["n"] == 10
+
+
+def test_nested_bars_are_published_outermost_first(tmp_path, monkeypatch):
+    target = tmp_path / "p.json"
+    monkeypatch.setenv(progress.PROGRESS_ENV, str(target))
+    with progress.bar(total=5, desc="mobilenet_v2: ONNX INT8 recipes on validation", unit="step") as steps:
+        steps.update(2)
+        with progress.bar(total=1176, desc="evaluate", unit="img") as inner:
+            inner.update(1176)
+            text = progress.describe(json.loads(target.read_text()))
+    assert text.startswith("mobilenet_v2: ONNX INT8 recipes on validation 40% (2/5 step)")
+    assert text.endswith(" > evaluate 100% (1,176/1,176 img)")
+    assert progress.bar._open == []  # closed bars leave the stack
 
 
 def test_without_the_variable_a_bar_writes_nothing(tmp_path, monkeypatch) -> None:

@@ -123,3 +123,20 @@ def test_predictions_round_trip_and_gallery(tmp_path):
     assert misclassified(loaded, use_tta=True) == [
         {"path": "p2", "true": "c", "predicted": "b", "confidence": 0.5}
     ]
+
+
+def test_the_linear_probe_baseline_is_chosen_on_validation_and_learns():
+    """The frozen-features baseline (probe.py) on the cached prefix, before fine-tuning changes the suffix."""
+    spec = MODELS["mobilenet_v2"]
+    arch, info = load_pretrained(spec, "offline")
+    model = to_scene_classifier(spec, arch, 3, HeadConfig())
+    before = {k: v.clone() for k, v in model.blocks[-1].state_dict().items()}
+    train, val, test = colour_split(8, 64, 0), colour_split(3, 64, 1), colour_split(4, 64, 2)
+    cfg = TrainConfig(strategy="partial", epochs=1, batch_size=8, seed=0)
+    seed_everything(0)
+    probe = train_model(model, spec, info.mean, info.std, train, val, test, 3, cfg).probe
+    assert probe["C"] in (0.001, 0.01, 0.1, 1.0) and probe["features"] == 1280
+    assert probe["test_accuracy"] >= 0.75 and len(probe["test_guess"]) == len(test.labels)  # chance: 1/3
+    assert any(not torch.equal(before[k], v) for k, v in model.blocks[-1].state_dict().items())
+    cfg.linear_probe = False
+    assert train_model(model, spec, info.mean, info.std, train, val, test, 3, cfg).probe is None

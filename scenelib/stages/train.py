@@ -157,6 +157,7 @@ def _summarize(
         "tta_views": len(pred.probs),
         "params": count_params(result.model),
         "trainable_params": result.trainable_params,
+        "linear_probe": result.probe,
         "config": cfg.as_dict(),
     }
     write_json(run.train_json(name), summary)
