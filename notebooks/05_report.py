@@ -43,7 +43,8 @@ def caption(text: str) -> None:
 
 # %%
 lines = [
-    f"- **Dataset**: {rp.esc(data['description'])}, {data['n_images']} images, {data['n_classes']} classes; "
+    f"- **Dataset**: {rp.esc(data['description'])}; {data['n_images']} images read, in {data['n_classes']} "
+    "classes; "
     f"split {data['split']} (seed {data['seed']}): {data['split_totals']['train']} train, "
     f"{data['split_totals']['val']} validation, {data['split_totals']['test']} test images"
     + sm.duplicates_note(data)

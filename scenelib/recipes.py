@@ -140,7 +140,7 @@ class GuardResult:
             return "ok"
         kept = next(a for a in self.attempts if a.recipe == self.recipe)
         return (
-            f"rejected: every recipe changed validation accuracy by more than -{TOLERANCE_PT:g} pt; "
+            f"rejected: every recipe lost more than {TOLERANCE_PT:g} pt of validation accuracy; "
             f"best {self.recipe} at {kept.change_pt:+.2f} pt"
         )
 
