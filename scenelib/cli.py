@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--device",
         default="auto",
         help=f"where to train: {DEVICE_CHOICES} (auto: a CUDA GPU if PyTorch sees one, else the CPU); "
-        "INT8 and latencies are always measured on the CPU",
+        "INT8 is always built and timed on the CPU",
     )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=32)
