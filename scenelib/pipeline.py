@@ -115,7 +115,8 @@ class Runner:
     ) -> StageOutcome:
         """Run (or, on --resume, skip) one notebook. An error named ``skip_on`` counts as 'skipped'."""
         key = f"{stage}-{model}" if model else stage
-        marker = {**params, "_inputs": inputs}
+        # Where the run lives is not an input: a run directory moved or copied elsewhere still resumes.
+        marker = {**{k: v for k, v in params.items() if k != "run_dir"}, "_inputs": inputs}
         label = label or (f"{stage} {model}" if model else stage)
         if self.cfg.resume and self.run.stage_done(key, marker):
             self.log(f"{label}: done in an earlier run, skipped")

@@ -239,7 +239,8 @@ class RunDir:
 
     def predictions(self, model: str, variant: str = "fp32") -> Path:
         """``fp32``: training's test predictions (cached prefix features for linear/partial); ``fp32-e2e``:
-        the saved checkpoint end to end in PyTorch (benchmark stage); other names: the deployed variants."""
+        the saved checkpoint end to end in PyTorch (benchmark stage), ``fp32-val`` the same on the validation
+        split (for the ensemble's choice); other names: the deployed variants."""
         return self.model_dir(model) / f"predictions-{variant}.npz"
 
     def onnx_fp32(self, model: str) -> Path:

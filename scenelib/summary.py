@@ -11,6 +11,8 @@ import pandas as pd
 
 from . import journal
 from .claims import ALPHA, MIN_INT8_SPEEDUP, NEAR_BEST_PT, claims, mcnemar, test_guess, wilson_interval
+from .ensemble import name as ensemble_name
+from .ensemble import read as read_ensemble
 from .evaluation import Predictions
 from .repeats import REPEATS_CSV
 from .report import esc, results_frame
@@ -97,6 +99,8 @@ def summary_lines(run: RunDir) -> list[str]:
                 f"on this CPU ({esc(why)}; INT8 must hold validation accuracy within the tolerance and be "
                 f"{MIN_INT8_SPEEDUP:g}x faster)."
             )
+    if ensemble_line(run):
+        lines.append(ensemble_line(run))
     if probe_line(run):
         lines.append(probe_line(run))
     spread = repeats_table(run)
@@ -120,6 +124,34 @@ def _mean_std(values: pd.Series) -> str:
         return ""
     std = values.std(ddof=1) if len(values) > 1 else math.nan
     return f"{100 * values.mean():.2f}%" + (f" ± {100 * std:.2f}" if math.isfinite(std) else "")
+
+
+def ensemble_line(run: RunDir) -> str:
+    """The validated ensemble's sentence (ensemble.py), or '' when fewer than two models were scored."""
+    e = read_ensemble(run)
+    if not e:
+        return ""
+    vote, best = esc(" + ".join(e["members"])), esc(e["best_single"])
+    val = (
+        f"{_pct(e['val_accuracy'])} validation vs {_pct(e['best_single_val_accuracy_e2e'])} for {best} alone"
+    )
+    if not e["beats_best_single_on_validation"]:
+        return f"- **Ensemble**: the best soft vote ({vote}) does not beat {best} alone on validation ({val}): not recommended."
+    tta = (
+        f", {_pct(e['accuracy_tta'])}{_interval(e, 'accuracy_tta')} with TTA"
+        if e.get("accuracy_tta") is not None
+        else ""
+    )
+    t = e["vs_best_single"]
+    verdict = (
+        "not distinguishable on this test set" if not t["distinguishable"] else "a significant difference"
+    )
+    return (
+        f"- **Ensemble (chosen on validation)**: soft vote of {vote}, {val}. On test {_pct(e['accuracy'])}"
+        f"{_interval(e)} single view{tta}; against {best} alone McNemar p = {t['p_value']:.2g} ({verdict}); "
+        f"{_row(run, ensemble_name(e), 'fp32').get('latency_ms_b1', e['latency_ms_b1']):.1f} ms per image at "
+        "batch 1 (its members' eager fp32 latencies added)."
+    )
 
 
 def probe_table(run: RunDir) -> pd.DataFrame:

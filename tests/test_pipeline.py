@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import shutil
 
 import nbformat
 import pandas as pd
@@ -21,6 +22,14 @@ def test_end_to_end_run_directory(tiny_run):
     assert code == 0
     results = pd.read_csv(run.results_csv)
     assert list(results.columns) == list(RESULT_COLUMNS)
+    vote = results[results.model.str.startswith("ensemble(")]  # the validated soft vote of the two models
+    assert list(vote.model) == ["ensemble(mobilenet_v2+simple_cnn)"] or list(vote.model) == [
+        "ensemble(simple_cnn+mobilenet_v2)"
+    ]
+    assert vote.iloc[0].latency_ms_b1 == pytest.approx(
+        results[(results.variant == "fp32") & ~results.model.str.startswith("ensemble(")].latency_ms_b1.sum()
+    )
+    results = results.drop(vote.index)
     assert set(zip(results.model, results.variant)) == {
         (m, v) for m in ("simple_cnn", "mobilenet_v2") for v in VARIANTS
     }
@@ -142,6 +151,16 @@ def test_resume_skips_finished_work(tiny_run, capsys):
     assert out.count("done in an earlier run, skipped") == 6
     assert run.results_csv.read_text() == before
     assert len(read_json(run.run_json)["resumed_at"]) == 1  # one entry per resume, not per stage
+
+
+def test_a_copied_run_directory_resumes_without_redoing_anything(tiny_run, tmp_path, capsys):
+    _, run = tiny_run
+    copy = tmp_path / "moved"
+    shutil.copytree(run.root, copy, symlinks=True)
+    args = ["--dataset", "folder", "--data-dir", read_json(run.run_json)["parameters"]["data_dir"]]
+    args += ["--models", "simple_cnn,mobilenet_v2", "--epochs", "1", "--threads", "2"]
+    assert main([*args, "--calibration-images", "16", "--quick", "--output", str(copy), "--resume"]) == 0
+    assert capsys.readouterr().out.count("done in an earlier run, skipped") == 6
 
 
 def test_only_report_re_renders_and_runs_nothing_else(tiny_run, capsys):

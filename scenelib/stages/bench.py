@@ -7,7 +7,7 @@ import os
 import numpy as np
 import torch
 
-from .. import journal
+from .. import ensemble, journal
 from ..benchmark import (
     count_macs,
     gpu_latency_ms,
@@ -41,11 +41,18 @@ def end_to_end(run: RunDir, name: str, model, meta: dict, test_images: dict) -> 
     """The saved checkpoint on the plain test view, end to end in PyTorch (predictions-fp32-e2e), and its
     agreement with training's predictions (cached prefix features for linear / partial)."""
     size = meta["input_size"]
-    if size not in test_images:
-        rows = split_rows(read_manifest(run.splits_csv), "test")
-        test_images[size] = decode_images([r.path for r in rows], size)
-    probs = predict(torch_runner(model), test_images[size], meta["mean"], meta["std"], views("none", size))
+    for split in ("test", "val"):
+        if (split, size) not in test_images:
+            rows = split_rows(read_manifest(run.splits_csv), split)
+            test_images[split, size] = decode_images([r.path for r in rows], size)
+    plain = views("none", size)
     cached = Predictions.load(run.predictions(name, "fp32"))
+    val_rows = split_rows(read_manifest(run.splits_csv), "val")
+    val_probs = predict(torch_runner(model), test_images["val", size], meta["mean"], meta["std"], plain)
+    Predictions(
+        val_probs, np.array([r.label for r in val_rows]), np.array([r.path for r in val_rows]), cached.classes
+    ).save(run.predictions(name, ensemble.VAL_VARIANT))
+    probs = predict(torch_runner(model), test_images["test", size], meta["mean"], meta["std"], plain)
     Predictions(probs, cached.labels, cached.paths, cached.classes).save(run.predictions(name, "fp32-e2e"))
     same = probs[0].argmax(1) == cached.single.argmax(1)
     return {
@@ -122,6 +129,10 @@ def benchmark_stage(run: RunDir, threads: int, quick: bool = False) -> dict:
             for name in models
         },
     }
+    ens = ensemble.choose(
+        run, {n: r["latency"][f"threads_{threads}"]["median_ms"] for n, r in record["models"].items()}
+    )
+    record["ensemble"] = ens
     write_json(run.benchmark_json, record)
     rows = []
     for name, r in record["models"].items():
@@ -148,6 +159,8 @@ def benchmark_stage(run: RunDir, threads: int, quick: bool = False) -> dict:
                 "roc_auc": auc,
             }
         )
+    if ens:
+        rows.append(ensemble.results_row(ens))
     run.upsert_results(rows)
     journal.record(run, "03_benchmark")
     return record

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import journal, progress
+from .. import ensemble, journal, progress
 from ..benchmark import file_mb, onnx_infer, time_interleaved, torch_infer
 from ..claims import interval_columns
 from ..evaluation import Predictions, accuracy_and_f1
@@ -477,5 +477,20 @@ def quantize_stage(
             run, name, threads, calibration_images, quick, seed, machine["int8_class"]
         )
     write_json(run.quantization_json, record)
+    vote = ensemble.read(run)
+    if vote:  # its latency: the sum of its members' fp32 latencies as timed here, like their own rows
+        fp32 = {
+            n: m["variants"]["fp32"].get("latency", {}).get("median_ms") for n, m in record["models"].items()
+        }
+        if all(fp32.get(m) is not None for m in vote["members"]):
+            run.upsert_results(
+                [
+                    {
+                        "model": ensemble.name(vote),
+                        "variant": "fp32",
+                        "latency_ms_b1": sum(fp32[m] for m in vote["members"]),
+                    }
+                ]
+            )
     journal.record(run, "04_quantize")
     return record
