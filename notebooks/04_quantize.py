@@ -34,11 +34,11 @@ from scenelib import plots
 from scenelib import report as rp
 from scenelib import summary as sm
 from scenelib.rundir import open_run
-from scenelib.stages.quantize import attempts_frame, quantize_stage, variants_frame
+from scenelib.stages.quantize import quantize_stage
 
 run = open_run(run_dir)
 record = quantize_stage(run, threads, calibration_images, quick, seed)
-variants = variants_frame(record)
+variants = rp.variants_frame(record)
 display(Markdown(f"{sm.machine_line(run)} {record['protocol']}."))
 
 # %% [markdown]
@@ -56,7 +56,7 @@ rp.variants_table(variants)
 # holds. "Agreement" is the share of validation images on which the variant predicts what its fp32 predicts.
 
 # %%
-rp.variants_table(attempts_frame(record))
+rp.variants_table(rp.attempts_frame(record))
 
 # %% [markdown]
 # ## Before and after

@@ -205,10 +205,8 @@ caption("F1 per class and model (TTA where used).")
 
 # %%
 if run.quantization_json.exists():
-    from scenelib.stages.quantize import attempts_frame, variants_frame
-
     qrecord = read_json(run.quantization_json)
-    qv = variants_frame(qrecord)
+    qv = rp.variants_frame(qrecord)
     display(Markdown(sm.machine_line(run)))
     display(plots.quantization_before_after(qv[qv.latency_ms.notna()]))
     caption(
@@ -217,7 +215,7 @@ if run.quantization_json.exists():
     )
     display(rp.variants_table(qv))
     display(Markdown("INT8 recipes tried on the validation split (the first that held was kept):"))
-    display(rp.variants_table(attempts_frame(qrecord)))
+    display(rp.variants_table(rp.attempts_frame(qrecord)))
 if rp.references_for(run):
     display(Markdown(f"For reference, {rp.REFERENCE_INT8}."))
 

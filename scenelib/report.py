@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from .rundir import RunDir, read_json
+from .rundir import VARIANTS, RunDir, read_json
 
 # Test accuracy reported by the seed study (seed 000: UC Merced, 70/30, full fine-tune, single view).
 
@@ -322,7 +322,7 @@ TEXT_COLUMNS = ("model", "status", "recipe")
 
 
 def variants_table(variants: pd.DataFrame):
-    """The quantization table (from ``stages.quantize.variants_frame``) or the guard's attempts table
+    """The quantization table (from ``variants_frame``) or the guard's attempts table
     (``attempts_frame``), formatted; text from files and errors is HTML-escaped."""
     fmt = {k: v for k, v in VARIANT_FORMATS.items() if k in variants.columns}
     text = [c for c in TEXT_COLUMNS if c in variants.columns]
@@ -332,3 +332,55 @@ def variants_table(variants: pd.DataFrame):
 def split_accuracy_styled(run: RunDir):
     fmt = {"train": "{:.2%}", "validation": "{:.2%}", "test": "{:.2%}", "test (TTA)": "{:.2%}"}
     return split_accuracy_table(run).style.format(fmt, na_rep="–").hide(axis="index")
+
+
+def variants_frame(record: dict) -> pd.DataFrame:
+    """One row per model x variant from quantization.json, for tables and plots."""
+    rows = []
+    for name, info in record["models"].items():
+        for variant in VARIANTS:
+            e = info["variants"].get(variant, {})
+            lat = e.get("latency", {})
+            rows.append(
+                {
+                    "model": name,
+                    "variant": variant,
+                    "recipe": e.get("recipe", "–" if variant in ("fp32", "onnx-fp32") else None),
+                    "status": e.get("status"),
+                    "val. change pt (all views)": e.get("val_change_pt"),
+                    "accuracy": e.get("accuracy"),
+                    "change pt": e.get("change_pt"),
+                    "accuracy_tta": e.get("accuracy_tta"),
+                    "change_tta_pt": e.get("change_tta_pt"),
+                    "latency_ms": lat.get("median_ms"),
+                    "p90_ms": lat.get("p90_ms"),
+                    "noisy": lat.get("noisy"),
+                    "x vs own fp32": e.get("speedup_vs_runtime_fp32"),
+                    "x vs eager fp32": e.get("speedup_vs_eager_fp32"),
+                    "size_mb": e.get("size_mb"),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def attempts_frame(record: dict) -> pd.DataFrame:
+    """Every recipe the guard tried, per model and INT8 variant (quantization.json -> table)."""
+    rows = []
+    for name, info in record["models"].items():
+        for variant in ("onnx-int8", "int8-torch"):
+            guard = info["variants"].get(variant, {}).get("guard") or {}
+            for a in guard.get("attempts", []):
+                rows.append(
+                    {
+                        "model": name,
+                        "variant": variant,
+                        "recipe": a["recipe"],
+                        "status": a["status"],
+                        "val. accuracy": a["val_accuracy"],
+                        "change pt": a["change_pt"],
+                        "agreement with fp32": a["agreement"],
+                        "seconds": a["seconds"],
+                        "kept": a["recipe"] == guard.get("recipe"),
+                    }
+                )
+    return pd.DataFrame(rows)

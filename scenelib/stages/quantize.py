@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .. import ensemble, journal, progress
@@ -405,58 +404,6 @@ def quantize_model(
                 entry["change_tta_pt"] = 100 * (entry["accuracy_tta"] - src["accuracy_tta"])
     run.upsert_results(rows)
     return info
-
-
-def variants_frame(record: dict) -> pd.DataFrame:
-    """One row per model x variant from quantization.json, for tables and plots."""
-    rows = []
-    for name, info in record["models"].items():
-        for variant in VARIANTS:
-            e = info["variants"].get(variant, {})
-            lat = e.get("latency", {})
-            rows.append(
-                {
-                    "model": name,
-                    "variant": variant,
-                    "recipe": e.get("recipe", "–" if variant in ("fp32", "onnx-fp32") else None),
-                    "status": e.get("status"),
-                    "val. change pt (all views)": e.get("val_change_pt"),
-                    "accuracy": e.get("accuracy"),
-                    "change pt": e.get("change_pt"),
-                    "accuracy_tta": e.get("accuracy_tta"),
-                    "change_tta_pt": e.get("change_tta_pt"),
-                    "latency_ms": lat.get("median_ms"),
-                    "p90_ms": lat.get("p90_ms"),
-                    "noisy": lat.get("noisy"),
-                    "x vs own fp32": e.get("speedup_vs_runtime_fp32"),
-                    "x vs eager fp32": e.get("speedup_vs_eager_fp32"),
-                    "size_mb": e.get("size_mb"),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def attempts_frame(record: dict) -> pd.DataFrame:
-    """Every recipe the guard tried, per model and INT8 variant (quantization.json -> table)."""
-    rows = []
-    for name, info in record["models"].items():
-        for variant in ("onnx-int8", "int8-torch"):
-            guard = info["variants"].get(variant, {}).get("guard") or {}
-            for a in guard.get("attempts", []):
-                rows.append(
-                    {
-                        "model": name,
-                        "variant": variant,
-                        "recipe": a["recipe"],
-                        "status": a["status"],
-                        "val. accuracy": a["val_accuracy"],
-                        "change pt": a["change_pt"],
-                        "agreement with fp32": a["agreement"],
-                        "seconds": a["seconds"],
-                        "kept": a["recipe"] == guard.get("recipe"),
-                    }
-                )
-    return pd.DataFrame(rows)
 
 
 def quantize_stage(
