@@ -30,10 +30,9 @@ def choose(run: RunDir, latency_ms: dict[str, float]) -> dict | None:
     ]
     if len(ranked) < 2:
         return None
-    val_labels = Predictions.load(run.predictions(ranked[0], VAL_VARIANT)).labels
-    best_single = float(
-        (Predictions.load(run.predictions(ranked[0], VAL_VARIANT)).single.argmax(1) == val_labels).mean()
-    )
+    best_val = Predictions.load(run.predictions(ranked[0], VAL_VARIANT))
+    val_labels = best_val.labels
+    best_single = float((best_val.single.argmax(1) == val_labels).mean())
     candidates = []
     for k in range(2, min(MAX_MEMBERS, len(ranked)) + 1):
         members = ranked[:k]

@@ -22,17 +22,13 @@ Runner = Callable[[np.ndarray], np.ndarray]
 
 
 def torch_runner(module: nn.Module) -> Runner:
-    module = module.eval().to(memory_format=torch.channels_last)
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return module(torch.from_numpy(x).contiguous(memory_format=torch.channels_last)).numpy()
-
-    return run
+    """The module in PyTorch on the CPU (channels_last, fp32)."""
+    return device_runner(module, torch.device("cpu"))
 
 
 def device_runner(module: nn.Module, device: torch.device, dtype: torch.dtype | None = None) -> Runner:
-    """The frozen prefix in PyTorch on a GPU (channels_last, autocast): the feature cache's GPU path."""
+    """The module in PyTorch on ``device`` (channels_last, autocast when ``dtype`` is given): the feature
+    cache's GPU path, and ``torch_runner`` on the CPU."""
     module = module.eval().to(device, memory_format=torch.channels_last)
 
     def run(x: np.ndarray) -> np.ndarray:

@@ -81,6 +81,22 @@ def repeat_rows(run: RunDir, repeats: int, models: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+SPREAD_METRICS = ("val_accuracy", "accuracy", "accuracy_tta", "macro_f1", "train_seconds")
+
+
+def spread(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model (in order of appearance): ``repeats`` (splits scored) and ``<metric>_mean`` /
+    ``<metric>_std`` (sample std; NaN with one split) of ``repeat_rows``' metrics."""
+    table = rows.groupby("model", sort=False)[list(SPREAD_METRICS)].agg(["mean", "std", "count"])
+    return pd.DataFrame(
+        {
+            "model": table.index,
+            "repeats": table[("accuracy", "count")].to_numpy(),
+            **{f"{m}_{s}": table[(m, s)].to_numpy() for m in SPREAD_METRICS for s in ("mean", "std")},
+        }
+    )
+
+
 def summarize(run: RunDir, repeats: int, models: list[str]) -> pd.DataFrame:
     """Mean, sample std and count per model over the splits; writes ``repeats.csv`` (one row per split)
     and the ``*_mean`` / ``*_std`` / ``repeats`` columns of the fp32 rows of ``results.csv``."""
@@ -88,15 +104,7 @@ def summarize(run: RunDir, repeats: int, models: list[str]) -> pd.DataFrame:
     rows.to_csv(run.root / REPEATS_CSV, index=False)
     if rows.empty:
         return rows
-    metrics = ["val_accuracy", "accuracy", "accuracy_tta", "macro_f1"]
-    table = rows.groupby("model", sort=False)[metrics].agg(["mean", "std", "count"])
-    out = pd.DataFrame(
-        {
-            "model": table.index,
-            "repeats": table[("accuracy", "count")].to_numpy(),
-            **{f"{m}_{s}": table[(m, s)].to_numpy() for m in metrics for s in ("mean", "std")},
-        }
-    )
+    out = spread(rows)
     run.upsert_results(
         [
             {

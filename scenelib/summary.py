@@ -14,7 +14,7 @@ from .claims import ALPHA, MIN_INT8_SPEEDUP, NEAR_BEST_PT, claims, mcnemar, test
 from .ensemble import name as ensemble_name
 from .ensemble import read as read_ensemble
 from .evaluation import Predictions
-from .repeats import REPEATS_CSV
+from .repeats import REPEATS_CSV, spread
 from .report import esc, results_frame
 from .rundir import RunDir, read_json
 
@@ -118,12 +118,10 @@ def summary_lines(run: RunDir) -> list[str]:
     return lines
 
 
-def _mean_std(values: pd.Series) -> str:
-    values = values.dropna()
-    if values.empty:
+def _mean_std(mean: float, std: float) -> str:
+    if not math.isfinite(mean):
         return ""
-    std = values.std(ddof=1) if len(values) > 1 else math.nan
-    return f"{100 * values.mean():.2f}%" + (f" ± {100 * std:.2f}" if math.isfinite(std) else "")
+    return f"{100 * mean:.2f}%" + (f" ± {100 * std:.2f}" if math.isfinite(std) else "")
 
 
 def ensemble_line(run: RunDir) -> str:
@@ -208,20 +206,20 @@ def repeats_table(run: RunDir) -> pd.DataFrame:
     rows = pd.read_csv(path)
     if rows.empty or rows["split"].nunique() < 2:
         return pd.DataFrame()
-    out = []
-    for model, g in rows.groupby("model", sort=False):
-        out.append(
+    return pd.DataFrame(
+        [
             {
-                "model": model,
-                "splits": len(g),
-                "validation accuracy": _mean_std(g["val_accuracy"]),
-                "test accuracy": _mean_std(g["accuracy"]),
-                "with TTA": _mean_std(g["accuracy_tta"]),
-                "macro-F1": _mean_std(g["macro_f1"]),
-                "train seconds (mean)": g["train_seconds"].mean(),
+                "model": s.model,
+                "splits": s.repeats,
+                "validation accuracy": _mean_std(s.val_accuracy_mean, s.val_accuracy_std),
+                "test accuracy": _mean_std(s.accuracy_mean, s.accuracy_std),
+                "with TTA": _mean_std(s.accuracy_tta_mean, s.accuracy_tta_std),
+                "macro-F1": _mean_std(s.macro_f1_mean, s.macro_f1_std),
+                "train seconds (mean)": s.train_seconds_mean,
             }
-        )
-    return pd.DataFrame(out)
+            for s in spread(rows).itertuples()
+        ]
+    )
 
 
 READING_GUIDE = (

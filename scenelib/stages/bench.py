@@ -37,22 +37,25 @@ def evaluate_predictions(pred: Predictions) -> dict:
     return out
 
 
-def end_to_end(run: RunDir, name: str, model, meta: dict, test_images: dict) -> dict:
-    """The saved checkpoint on the plain test view, end to end in PyTorch (predictions-fp32-e2e), and its
-    agreement with training's predictions (cached prefix features for linear / partial)."""
+def end_to_end(run: RunDir, name: str, model, meta: dict, decoded: dict) -> dict:
+    """The saved checkpoint on the plain view, end to end in PyTorch: test (predictions-fp32-e2e, and its
+    agreement with training's predictions, from cached prefix features for linear / partial) and validation
+    (predictions-fp32-val, for the ensemble). ``decoded`` caches each split's rows and images per size."""
     size = meta["input_size"]
     for split in ("test", "val"):
-        if (split, size) not in test_images:
+        if (split, size) not in decoded:
             rows = split_rows(read_manifest(run.splits_csv), split)
-            test_images[split, size] = decode_images([r.path for r in rows], size)
-    plain = views("none", size)
+            decoded[split, size] = rows, decode_images([r.path for r in rows], size)
+    plain, runner = views("none", size), torch_runner(model)
     cached = Predictions.load(run.predictions(name, "fp32"))
-    val_rows = split_rows(read_manifest(run.splits_csv), "val")
-    val_probs = predict(torch_runner(model), test_images["val", size], meta["mean"], meta["std"], plain)
+    val_rows, val_images = decoded["val", size]
     Predictions(
-        val_probs, np.array([r.label for r in val_rows]), np.array([r.path for r in val_rows]), cached.classes
+        predict(runner, val_images, meta["mean"], meta["std"], plain),
+        np.array([r.label for r in val_rows]),
+        np.array([r.path for r in val_rows]),
+        cached.classes,
     ).save(run.predictions(name, ensemble.VAL_VARIANT))
-    probs = predict(torch_runner(model), test_images["test", size], meta["mean"], meta["std"], plain)
+    probs = predict(runner, decoded["test", size][1], meta["mean"], meta["std"], plain)
     Predictions(probs, cached.labels, cached.paths, cached.classes).save(run.predictions(name, "fp32-e2e"))
     same = probs[0].argmax(1) == cached.single.argmax(1)
     return {
@@ -69,12 +72,12 @@ def benchmark_stage(run: RunDir, threads: int, quick: bool = False) -> dict:
     torch.set_num_threads(threads)
     rounds = 3 if quick else 10
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-    models, cost, metrics, calls, tta_calls, e2e, test_images = {}, {}, {}, {}, {}, {}, {}
+    models, cost, metrics, calls, tta_calls, e2e, decoded = {}, {}, {}, {}, {}, {}, {}
     for name in run.trained_models():
         model, meta = load_checkpoint(run.checkpoint(name))
         size = meta["input_size"]
         models[name] = (model, size)
-        e2e[name] = end_to_end(run, name, model, meta, test_images)
+        e2e[name] = end_to_end(run, name, model, meta, decoded)
         metrics[name] = evaluate_predictions(fp32_reference(run, name))
         x1 = torch.randn(1, 3, size, size)
         calls[name] = torch_infer(model, x1)
@@ -106,13 +109,14 @@ def benchmark_stage(run: RunDir, threads: int, quick: bool = False) -> dict:
         batch_calls, warmup=1, rounds=2 if quick else 4, runs_per_round=1
     ).items():
         cost[name]["throughput_ips"] = THROUGHPUT_BATCH / (t.median / 1000.0)
-    device = torch.device(read_json(run.run_json).get("device", {}).get("device", "cpu"))
+    device_info = read_json(run.run_json).get("device", {"device": "cpu"})
+    device = torch.device(device_info["device"])
     if device.type == "cuda":  # the training GPU's own latencies, beside the CPU's
         for name, (m, size) in models.items():
             latency[name]["gpu"] = [gpu_latency_ms(m, size, device, b) for b in (1, THROUGHPUT_BATCH)]
     record = {
         "machine": {**machine_info(), **machine_of(run, threads)},
-        "device": read_json(run.run_json).get("device", {"device": "cpu"}),
+        "device": device_info,
         "load_average_before_after": [load_before, os.getloadavg() if hasattr(os, "getloadavg") else None],
         "threads": threads,
         "protocol": f"batch 1, 3 warm-up calls, {rounds} interleaved rounds x 3 timed calls, median and p90; "
