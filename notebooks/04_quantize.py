@@ -84,7 +84,8 @@ for name, info in record["models"].items():
         display(Markdown(f"- {rp.esc(note)}"))
     for variant, entry in info["variants"].items():
         guard = entry.get("guard") or {}
-        extra = " ".join(x for x in (entry.get("note", ""), guard.get("stopped", "")) if x)
+        stopped = guard.get("stopped", "")
+        extra = " ".join(x for x in (entry.get("note", ""), stopped) if x and x not in entry["status"])
         if entry["status"] != "ok" or extra:
             display(Markdown(f"- {variant}: {rp.esc(entry['status'])}. {rp.esc(extra)}"))
 

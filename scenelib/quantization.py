@@ -90,7 +90,7 @@ def quantize_onnx(
         quantize_static(
             str(prepared),
             str(int8_path),
-            _Calibration(calibration, "input"),
+            _Calibration(calibration[: recipe.calibration_images(len(calibration))], "input"),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             reduce_range=recipe.reduce_range,

@@ -302,7 +302,8 @@ print(logits.argmax())  # index into the class names (the 'label' / 'class' colu
 
 
 VARIANT_FORMATS = {
-    "val. change pt (all views)": "{:+.2f}",
+    "val. change pt": "{:+.2f}",
+    "val. views": "{:.0f}",
     "accuracy": "{:.2%}",
     "change pt": "{:+.2f}",
     "accuracy_tta": "{:.2%}",
@@ -347,7 +348,8 @@ def variants_frame(record: dict) -> pd.DataFrame:
                     "variant": variant,
                     "recipe": e.get("recipe", "–" if variant in ("fp32", "onnx-fp32") else None),
                     "status": e.get("status"),
-                    "val. change pt (all views)": e.get("val_change_pt"),
+                    "val. change pt": e.get("val_change_pt"),
+                    "val. views": e.get("val_views"),
                     "accuracy": e.get("accuracy"),
                     "change pt": e.get("change_pt"),
                     "accuracy_tta": e.get("accuracy_tta"),
@@ -376,6 +378,7 @@ def attempts_frame(record: dict) -> pd.DataFrame:
                         "variant": variant,
                         "recipe": a["recipe"],
                         "status": a["status"],
+                        "val. views": a.get("views"),
                         "val. accuracy": a["val_accuracy"],
                         "change pt": a["change_pt"],
                         "agreement with fp32": a["agreement"],

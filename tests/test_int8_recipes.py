@@ -58,6 +58,11 @@ def _probs(guess, n_classes=3):
 LABELS = np.array([0, 1, 2] * 10)
 
 
+def _validate(outputs):
+    """validate(artifact, n): the artifact's stacked probabilities, cut to the first n of TWO_VIEWS views."""
+    return lambda artifact, n: outputs[artifact][: n * len(LABELS) // 2]
+
+
 def test_guard_falls_back_from_a_bad_recipe_and_records_both():
     """A deliberately bad first recipe (a third of the images wrong) is rejected; the next one is kept."""
     bad = LABELS.copy()
@@ -68,15 +73,15 @@ def test_guard_falls_back_from_a_bad_recipe_and_records_both():
 
     def build(recipe):
         built.append(recipe.name)
-        return f"artifact-{recipe.name}", outputs[recipe.name]
+        return recipe.name
 
-    result = guarded_search(recipes, build, LABELS, _probs(LABELS))
+    result = guarded_search(recipes, build, _validate(outputs), LABELS, _probs(LABELS), n_views=2)
     assert built == ["u8s8", "u8u8"]  # stops at the first recipe that holds
-    assert result.recipe == "u8u8" and result.built == "artifact-u8u8" and result.accepted
+    assert result.recipe == "u8u8" and result.built == "u8u8" and result.accepted
     assert result.status == "ok"
     first, second = result.attempts
     assert first.change_pt == pytest.approx(-100 / 3) and first.agreement == pytest.approx(2 / 3)
-    assert second.change_pt == 0 and second.val_accuracy == 1
+    assert second.change_pt == 0 and second.val_accuracy == 1 and second.views == 2
 
 
 def test_guard_keeps_the_best_when_none_holds_and_marks_it_rejected():
@@ -86,31 +91,73 @@ def test_guard_keeps_the_best_when_none_holds_and_marks_it_rejected():
     outputs = {"u8s8": _probs(two_off), "u8u8": _probs(one_off)}
     result = guarded_search(
         [ORT_RECIPES["u8s8"], ORT_RECIPES["u8u8"]],
-        lambda r: (r.name, outputs[r.name]),
+        lambda r: r.name,
+        _validate(outputs),
         LABELS,
         _probs(LABELS),
+        n_views=2,
     )
     assert not result.accepted and result.recipe == "u8u8"
     assert result.status.startswith("rejected:") and "best u8u8 at -3.33 pt" in result.status
 
 
-def test_guard_records_a_recipe_that_fails_to_build_and_can_stop_early():
+def test_guard_records_a_recipe_that_fails_to_build():
     def build(recipe):
         if recipe.name == "u8s8":
             raise RuntimeError("unsupported op")
-        wrong = (LABELS + 1) % 3
-        return recipe.name, _probs(wrong)
+        return recipe.name
+
+    outputs = {"u8u8": _probs(LABELS)}
+    result = guarded_search(
+        [ORT_RECIPES["u8s8"], ORT_RECIPES["u8u8"]], build, _validate(outputs), LABELS, _probs(LABELS), 2
+    )
+    assert [a.recipe for a in result.attempts] == ["u8s8", "u8u8"]
+    assert result.attempts[0].status == "failed: RuntimeError: unsupported op"
+    assert result.recipe == "u8u8" and result.accepted
+
+
+def test_a_recipe_slower_than_fp32_is_validated_on_the_plain_view_only_and_ends_the_search():
+    """Slow artifacts cannot be recommended: one plain-view pass for the record instead of every view, and
+    the recipes after it (more fp32 layers, other calibration) are not built."""
+    wrong_second_view = LABELS.copy()
+    wrong_second_view[len(LABELS) // 2 :] = (wrong_second_view[len(LABELS) // 2 :] + 1) % 3
+    asked = []
+
+    def validate(artifact, n):
+        asked.append((artifact, n))
+        return _probs(wrong_second_view)[: n * len(LABELS) // 2]
+
+    def build(recipe):
+        return recipe.name
 
     result = guarded_search(
         [ORT_RECIPES["u8s8"], ORT_RECIPES["u8u8"], ORT_RECIPES["u8u8-percentile"]],
         build,
+        validate,
         LABELS,
         _probs(LABELS),
-        keep_going=lambda artifact: "slower than fp32",
+        n_views=2,
+        too_slow=lambda artifact: "slower than ONNX fp32 (9.0 vs 4.0 ms)" if artifact == "u8u8" else "",
     )
-    assert [a.recipe for a in result.attempts] == ["u8s8", "u8u8"]
-    assert result.attempts[0].status == "failed: RuntimeError: unsupported op"
-    assert result.stopped == "slower than fp32" and result.recipe == "u8u8" and not result.accepted
+    # u8s8: fast, every view, half wrong -> rejected; u8u8: slow -> plain view only (all right), stop.
+    assert asked == [("u8s8", 2), ("u8u8", 1)]
+    assert result.attempts[1].views == 1 and result.attempts[1].change_pt == 0
+    assert result.recipe == "u8s8" and not result.slow and result.status.startswith("rejected:")
+    assert result.stopped == "slower than ONNX fp32 (9.0 vs 4.0 ms)"
+    # The first recipe already slow: it is what there is, kept and marked, never accepted.
+    only = guarded_search(
+        [ORT_RECIPES["u8s8"], ORT_RECIPES["u8u8"]],
+        build,
+        validate,
+        LABELS,
+        _probs(LABELS),
+        n_views=2,
+        too_slow=lambda artifact: "slower than eager fp32 (9.0 vs 4.0 ms)",
+    )
+    assert [a.recipe for a in only.attempts] == ["u8s8"] and only.slow and not only.accepted
+    assert only.status == (
+        "not recommended: slower than eager fp32 (9.0 vs 4.0 ms); validated on the plain view only"
+    )
 
 
 def _timing(ms: float, p90_factor: float = 1.1):
@@ -131,3 +178,6 @@ def test_a_variant_slower_than_its_fp32_is_not_worth_its_tta():
     # A noisy timing decides nothing: TTA is evaluated as usual.
     assert tta_plan(_timing(140.0, p90_factor=3.0), fp32, 3.0, 8, 60) == (True, "")
     assert tta_plan(slow, fp32, 3.0, 1, 60) == (False, "")
+    # Rejected on validation: never recommended, so its test TTA is not worth the time either.
+    tta, note = tta_plan(fast, fp32, 3.0, 8, 60, status="rejected: every recipe lost more than 0.5 pt")
+    assert not tta and note.startswith("never recommended")

@@ -70,6 +70,14 @@ def machine_of(run: RunDir, threads: int) -> dict:
     return machine_record(threads, reference=False)
 
 
+def slower(reference: str, ms: float, reference_ms: float) -> str:
+    """Why a variant cannot pay ("" if it might): slower than its fp32 source in a quick check. The later
+    recipes of a sequence keep more layers in fp32 or change only the calibration: none can make it faster."""
+    if ms <= reference_ms:
+        return ""
+    return f"slower than {reference} ({ms:.1f} vs {reference_ms:.1f} ms, quick check)"
+
+
 def quick_median_ms(fn: Callable, calls: int = 6) -> float:
     fn()
     times = []
@@ -103,7 +111,7 @@ class ModelVariants:
         self.calls: dict[str, Callable] = {"fp32": torch_infer(self.model, torch.from_numpy(x1))}
         self.sizes = {"fp32": file_mb(run.checkpoint(name))}
         self.single_val: dict[str, float] = {}
-        self.val_probs = {"fp32": self.validate(self.runners["fp32"], "fp32")}
+        self.val_probs: dict[str, np.ndarray | None] = {}
         self.info: dict = {
             "model": name,
             "calibration_images": len(self.calibration),
@@ -114,10 +122,11 @@ class ModelVariants:
             "notes": [],
         }
 
-    def validate(self, runner: Runner, key: str | None = None) -> np.ndarray:
-        """Softmax of every validation view, views stacked: [V * N, C] (labels: ``val_labels``). The plain
-        view's accuracy is kept under ``key``: results.csv's val_accuracy is single view for every row."""
-        probs = predict(runner, self.val_images, self.mean, self.std, self.val_views)
+    def validate(self, runner: Runner, key: str | None = None, n_views: int | None = None) -> np.ndarray:
+        """Softmax of the first ``n_views`` (default: every) validation view, views stacked: [V * N, C]
+        (labels: ``val_labels``). The plain view's accuracy is kept under ``key``: results.csv's
+        val_accuracy is single view for every row."""
+        probs = predict(runner, self.val_images, self.mean, self.std, self.val_views[:n_views])
         if key is not None:
             n = len(self.val_images)
             self.single_val[key] = float((probs[0].argmax(1) == self.val_labels[:n]).mean())
@@ -145,6 +154,21 @@ class ModelVariants:
         self.val_probs["onnx-fp32"] = self.validate(self.runners["onnx-fp32"], "onnx-fp32")
         entry.update(status="ok", build_seconds=time.perf_counter() - start)
 
+    def fp32_val(self) -> np.ndarray:
+        """The fp32 model's validation probabilities, the reference of both guards: the ONNX export's where
+        it exists (checked against PyTorch, and 2-3x faster on a CPU), else PyTorch's."""
+        if "fp32" in self.val_probs:
+            return self.val_probs["fp32"]
+        if "onnx-fp32" in self.val_probs:
+            self.val_probs["fp32"] = self.val_probs["onnx-fp32"]
+            self.single_val["fp32"] = self.single_val["onnx-fp32"]
+            diff = self.info.get("onnx_max_abs_diff")
+            self.info["guard_reference"] = f"fp32 in ONNX Runtime (logits within {diff:.1g} of PyTorch's)"
+        else:
+            self.val_probs["fp32"] = self.validate(self.runners["fp32"], "fp32")
+            self.info["guard_reference"] = "fp32 in PyTorch"
+        return self.val_probs["fp32"]
+
     def build_onnx_int8(self) -> None:
         entry = self._entry("onnx-int8")
         if "onnx-fp32" not in self.runners:
@@ -155,26 +179,19 @@ class ModelVariants:
         def build(recipe):
             path = final.with_name(f"model.int8.{recipe.name}.onnx")
             quantize_onnx(self.run.onnx_fp32(self.name), path, self.calibration.numpy(), recipe)
-            session = ort_session(str(path), self.threads)
-            return (path, session), self.validate(ort_runner(session), f"onnx-int8:{recipe.name}")
+            return recipe.name, ort_session(str(path), self.threads)
 
         fp32_ms = quick_median_ms(self.calls["onnx-fp32"])
-
-        def keep_going(built) -> str:
-            ms = quick_median_ms(onnx_infer(built[1], self.x1))
-            if ms > fp32_ms:
-                return (
-                    f"slower than ONNX fp32 ({ms:.1f} vs {fp32_ms:.1f} ms, quick check): the later recipes keep "
-                    "more in fp32 or change only the calibration, which cannot make it pay"
-                )
-            return ""
-
         guard = guarded_search(
             ort_recipes(self.int8_class),
             build,
+            lambda built, n: self.validate(ort_runner(built[1]), f"onnx-int8:{built[0]}", n),
             self.val_labels,
             self.val_probs["onnx-fp32"],
-            keep_going=keep_going,
+            n_views=len(self.val_views),
+            too_slow=lambda built: slower(
+                "ONNX fp32", quick_median_ms(onnx_infer(built[1], self.x1)), fp32_ms
+            ),
         )
         for attempt in guard.attempts:  # keep only the chosen recipe's file, under the documented name
             path = final.with_name(f"model.int8.{attempt.recipe}.onnx")
@@ -199,27 +216,22 @@ class ModelVariants:
                 - set(self.info["notes"])
             )
             self.info.setdefault("torch_int8_layers", {})[recipe.name] = layers
-            return (qmodel, scripted), self.validate(torch_runner(scripted), f"int8-torch:{recipe.name}")
-
-        def keep_going(built) -> str:
-            ms = quick_median_ms(torch_infer(built[1], torch.from_numpy(self.x1)))
-            if ms > eager_ms:
-                return (
-                    f"slower than eager fp32 ({ms:.1f} vs {eager_ms:.1f} ms, quick check): recipes that keep "
-                    "more layers in fp32 cannot make it pay"
-                )
-            return ""
+            return recipe.name, qmodel, scripted
 
         guard = guarded_search(
             torch_recipes(self.int8_class),
             build,
+            lambda built, n: self.validate(torch_runner(built[2]), f"int8-torch:{built[0]}", n),
             self.val_labels,
-            self.val_probs["fp32"],
-            keep_going=keep_going,
+            self.fp32_val(),
+            n_views=len(self.val_views),
+            too_slow=lambda built: slower(
+                "eager fp32", quick_median_ms(torch_infer(built[2], torch.from_numpy(self.x1))), eager_ms
+            ),
         )
         path = self.run.torch_int8(self.name)
         if guard.built is not None:
-            save_torchscript(guard.built[0], torch.from_numpy(self.x1), path)
+            save_torchscript(guard.built[1], torch.from_numpy(self.x1), path)
         self._finish("int8-torch", guard, lambda: torch.jit.load(str(path)), path)
 
     def _finish(self, variant: str, guard, load: Callable, path: Path) -> None:
@@ -241,28 +253,36 @@ class ModelVariants:
         kept = next(a for a in guard.attempts if a.recipe == guard.recipe)
         self.val_probs[variant] = None  # measured by the guard: see guard.attempts
         entry["val_accuracy"], entry["val_change_pt"] = kept.val_accuracy, kept.change_pt
+        entry["val_views"] = kept.views
         entry["val_accuracy_single_view"] = self.single_val.get(f"{variant}:{guard.recipe}")
 
     def validation_summary(self) -> None:
+        self.fp32_val()
         for variant in ("fp32", "onnx-fp32"):
             probs = self.val_probs.get(variant)
             if probs is not None:
                 acc = float((probs.argmax(1) == self.val_labels).mean())
-                ref = float((self.val_probs["fp32"].argmax(1) == self.val_labels).mean())
+                ref = float((self.fp32_val().argmax(1) == self.val_labels).mean())
                 self._entry(variant).update(
                     val_accuracy=acc,
                     val_change_pt=100 * (acc - ref),
+                    val_views=len(self.val_views),
                     val_accuracy_single_view=self.single_val.get(variant),
                 )
 
 
-def tta_plan(timing, own, single_seconds: float, n_views: int, budget_s: float) -> tuple[bool, str]:
+def tta_plan(
+    timing, own, single_seconds: float, n_views: int, budget_s: float, status: str = "ok"
+) -> tuple[bool, str]:
     """Whether to evaluate a variant's TTA views on test, and the note saying why not.
 
-    A variant slower than its own fp32 (on timings not marked noisy) is never recommended: its single view is
-    still measured, but its TTA is not worth minutes. Any other variant gets TTA if it fits the budget."""
+    A variant the guard did not accept, or one slower than its own fp32 (on timings not marked noisy), is
+    never recommended: its single view is still measured, but its TTA is not worth minutes. Any other variant
+    gets TTA if it fits the budget."""
     if n_views < 2:
         return False, ""
+    if status != "ok":
+        return False, "never recommended: single view evaluated, TTA not"
     if timing.median > own.median and not (timing.noisy or own.noisy):
         return False, (
             f"not recommended: slower than its fp32 ({timing.median:.1f} vs {own.median:.1f} ms); "
@@ -285,7 +305,7 @@ def evaluate_on_test(mv: ModelVariants, rounds: int, tta_budget_s: float) -> dic
     test_views = views(train["config"]["augmentation"], mv.size, train["config"]["seed"])
     test_views = test_views[: train.get("tta_views", 1)]
     timings = time_interleaved(mv.calls, warmup=3, rounds=rounds, runs_per_round=3)
-    reference = Predictions.load(run.predictions(name, "fp32"))
+    reference = fp32_reference(run, name)
     for variant, runner in mv.runners.items():
         if variant == "fp32":  # evaluated end to end by the benchmark stage (predictions-fp32-e2e)
             continue
@@ -297,7 +317,13 @@ def evaluate_on_test(mv: ModelVariants, rounds: int, tta_budget_s: float) -> dic
             time.perf_counter() - start,
             len(test_views),
             tta_budget_s,
+            entry["status"],
         )
+        if variant == "onnx-fp32" and len(reference.probs) > 1:
+            # The same graph as fp32 (logits checked against PyTorch at export): its plain view is measured
+            # end to end; its other views are fp32's, not evaluated a second time.
+            probs = np.concatenate([probs, reference.probs[1:]])
+            tta, note = False, "TTA views: fp32's (the same graph; plain view measured on its own)"
         if tta:
             probs = np.concatenate([probs, predict(runner, test_images, mv.mean, mv.std, test_views[1:])])
         if note:
@@ -332,7 +358,7 @@ def quantize_model(
     tta_budget_s: float = TTA_BUDGET_S,
 ) -> dict:
     """Build, guard, time and evaluate the variants of one model; a variant that fails is recorded."""
-    steps = progress.bar(total=5, desc=f"{name}: fp32 on validation", unit="step")
+    steps = progress.bar(total=5, desc=f"{name}: loading", unit="step")
     mv = ModelVariants(run, name, threads, n_calibration, seed, int8_class)
     for desc, build in (
         ("ONNX fp32 export", mv.build_onnx_fp32),
