@@ -7,10 +7,10 @@ ARGS ?=
 
 .PHONY: report quick test test-all lint install browser clean-reports lab
 
-$(VENV)/.installed: requirements.txt requirements-nodeps.txt requirements-test.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt requirements-test.txt requirements-ray.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -r requirements.txt -r requirements-test.txt
+	$(PIP) install --quiet -r requirements.txt -r requirements-test.txt -r requirements-ray.txt
 	$(PIP) install --quiet --no-deps -r requirements-nodeps.txt
 	$(PIP) install --quiet --no-deps -e .
 	touch $@

@@ -74,6 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"where to train: {DEVICE_CHOICES} (auto: a CUDA GPU if PyTorch sees one, else the CPU); "
         "INT8 is always built and timed on the CPU",
     )
+    p.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "ray"],
+        help="local: one training after another here; ray: every model's training as a Ray task, at once "
+        "(needs pip install -e '.[ray]')",
+    )
+    p.add_argument(
+        "--ray-address",
+        default="",
+        help="host:port of a running Ray cluster (`ray start --head`); default: a local Ray instance",
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-tta", action="store_true", help="no test-time augmentation")
@@ -110,6 +122,8 @@ class RunConfig:
     force: bool
     output_given: bool = True
     only: str = ""
+    executor: str = "local"
+    ray_address: str = ""
     argv: list[str] = field(default_factory=list)
 
 
@@ -167,6 +181,8 @@ def _check_choices(args: argparse.Namespace) -> None:
         raise UsageError("--resume needs --output pointing at the run directory to continue")
     if args.only and not args.output:
         raise UsageError("--only report needs --output pointing at a finished run directory")
+    if args.ray_address and args.executor != "ray":
+        raise UsageError("--ray-address is for --executor ray; add --executor ray")
     if args.only and args.force:
         raise UsageError("--only report re-renders a run; it cannot be combined with --force")
 
@@ -215,5 +231,7 @@ def parse_config(argv: list[str]) -> RunConfig:
         force=args.force,
         output_given=bool(args.output),
         only=args.only or "",
+        executor=args.executor,
+        ray_address=args.ray_address,
         argv=list(argv),
     )

@@ -2,7 +2,8 @@
 
 The local executor runs a Jupytext notebook through papermill in a kernel on this machine. The kernel
 imports ``scenelib`` from the checkout that runs it (its root first on ``PYTHONPATH``), not whichever copy
-the virtual environment happens to have installed.
+the virtual environment happens to have installed. The Ray executor (``ray_executor.py``, an optional
+extra) runs the trainings of many models as Ray tasks, each doing exactly what the local executor does.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from .progress import PROGRESS_ENV
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+EXECUTORS = ("local", "ray")
+
+
+class ExecutorError(RuntimeError):
+    """The executor cannot run here (Ray missing, a cluster unreachable, storage not shared): one line."""
 
 
 def kernel_env(progress: Path | None = None) -> dict[str, str]:
@@ -31,6 +37,7 @@ class LocalExecutor:
     """Runs notebooks one after another in papermill kernels on this machine."""
 
     name = "local"
+    parallel = False
 
     def execute(self, stage: str, params: dict, output: Path, progress: Path | None = None) -> None:
         """Run ``notebooks/<stage>.py``; the executed copy (with any traceback) is kept at ``output``.
@@ -75,3 +82,20 @@ def describe_failure(exc: Exception) -> tuple[str, str]:
     cell = getattr(exc, "exec_count", None)
     where = f" (cell {cell})" if cell is not None else ""
     return name, (value[0] if value else "")[:300] + where
+
+
+def make_executor(name: str, address: str = "", threads: int = 1, device: str = "cpu"):
+    """``local`` or ``ray`` (which starts or joins a Ray instance now); close it with ``close_executor``."""
+    if name == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(address, threads, device)
+    if name != "local":
+        raise ExecutorError(f"unknown executor {name!r}; valid: {', '.join(EXECUTORS)}")
+    return LocalExecutor()
+
+
+def close_executor(executor) -> None:
+    close = getattr(executor, "close", None)
+    if close is not None:
+        close()

@@ -9,19 +9,15 @@ only what changed or failed.
 from __future__ import annotations
 
 import errno
-import hashlib
-import platform
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from . import journal
 from .cli import REPO, RunConfig, UsageError, parse_config
 from .datasets import DatasetNotFoundError, load_dataset
-from .executors import NOTEBOOKS, LocalExecutor, describe_failure
-from .progress import Watcher
+from .executors import NOTEBOOKS, ExecutorError, close_executor, make_executor
 from .repeats import RANDOM_ONLY, prepare_repeat
 from .repeats import summarize as summarize_repeats
 from .rundir import (
@@ -32,11 +28,11 @@ from .rundir import (
     create_run_dir,
     now_iso,
     point_link,
-    read_json,
     remove_leftovers,
     start_over,
     write_json,
 )
+from .runner import Runner, StageCall, StageOutcome, fingerprint, write_run_json
 from .splits import check_split_feasible
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -76,131 +72,6 @@ def prepare_run_dir(cfg: RunConfig) -> tuple[RunDir, bool]:
     return RunDir(out), False
 
 
-def _fingerprint(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        if p.exists():
-            h.update(p.name.encode() + p.read_bytes())
-    return h.hexdigest()[:16]
-
-
-@dataclass
-class StageOutcome:
-    name: str
-    status: str  # "ok", "skipped: ...", "failed: ...", "cached"
-    seconds: float
-
-
-class Runner:
-    """Runs the stages, logs one line per stage, records times and failures in run.json."""
-
-    def __init__(self, cfg: RunConfig, run: RunDir, start: str) -> None:
-        self.cfg, self.run, self.start = cfg, run, start
-        self.executor = LocalExecutor()
-        self.outcomes: list[StageOutcome] = []
-        self.t0 = time.perf_counter()
-
-    def log(self, msg: str) -> None:
-        elapsed = time.perf_counter() - self.t0
-        print(f"[{elapsed / 60:5.1f} min] {msg}", flush=True)
-
-    def stage(
-        self,
-        stage: str,
-        params: dict,
-        inputs: str,
-        model: str | None = None,
-        skip_on: str | None = None,
-        label: str | None = None,
-    ) -> StageOutcome:
-        """Run (or, on --resume, skip) one notebook. An error named ``skip_on`` counts as 'skipped'."""
-        key = f"{stage}-{model}" if model else stage
-        # Where the run lives is not an input: a run directory moved or copied elsewhere still resumes.
-        marker = {**{k: v for k, v in params.items() if k != "run_dir"}, "_inputs": inputs}
-        label = label or (f"{stage} {model}" if model else stage)
-        if self.cfg.resume and self.run.stage_done(key, marker):
-            self.log(f"{label}: done in an earlier run, skipped")
-            outcome = StageOutcome(key, "cached", 0.0)
-            self.outcomes.append(outcome)
-            return outcome
-        self.run.clear_stage(key)
-        self.log(f"{label}: running")
-        start = time.perf_counter()
-        try:
-            progress = self.run.root / f".progress-{key}.json"
-            with Watcher(progress, label):
-                self.executor.execute(stage, params, self.run.executed_notebook(stage, model), progress)
-            status = "ok"
-        except Exception as exc:
-            name, msg = describe_failure(exc)
-            status = f"{'skipped' if name == skip_on else 'failed'}: {name}: {msg}"
-        seconds = time.perf_counter() - start
-        if status == "ok":
-            self.run.mark_stage_done(key, marker, seconds)
-        self.log(f"{label}: {status} ({seconds:.0f} s)")
-        if status.startswith("failed"):
-            print(f"    see {self.run.executed_notebook(stage, model)}", flush=True)
-        outcome = StageOutcome(key, status, seconds)
-        self.outcomes.append(outcome)
-        write_run_json(self.cfg, self.run, self.start, self.outcomes, None, time.perf_counter() - self.t0)
-        return outcome
-
-
-def _resumes(previous: dict, start: str) -> list[str]:
-    """One entry per resume (run.json is rewritten after every stage of it)."""
-    earlier = previous.get("resumed_at", [])
-    return earlier if start in earlier else [*earlier, start]
-
-
-def write_run_json(
-    cfg: RunConfig,
-    run: RunDir,
-    start: str,
-    outcomes: list[StageOutcome],
-    end: str | None,
-    wall: float | None = None,
-) -> None:
-    import torch
-    import torchvision
-
-    from .devices import device_record
-    from .hardware import machine_record
-
-    previous = read_json(run.run_json) if run.run_json.exists() else {}
-    machine = previous.get("machine") or {}
-    if machine.get("detected_at") != start:  # detected once per run, and again on each resume
-        machine = {**machine_record(cfg.threads), "detected_at": start}
-    stage_seconds = dict(previous.get("stage_seconds", {}))
-    stage_status = dict(previous.get("stage_status", {}))
-    for o in outcomes:
-        if o.status != "cached":
-            stage_seconds[o.name] = round(o.seconds, 1)
-            stage_status[o.name] = o.status
-    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.__dict__.items() if k != "argv"}
-    write_json(
-        run.run_json,
-        {
-            "command": " ".join(["python", "run_all.py", *cfg.argv]),
-            "parameters": params,
-            "seed": cfg.seed,
-            "threads": cfg.threads,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torchvision": torchvision.__version__,
-            "cpu": machine["cpu"],
-            "machine": machine,
-            "device": device_record(torch.device(cfg.device)),
-            "platform": platform.platform(),
-            "start": previous.get("start", start) if cfg.resume else start,
-            "end": end,
-            "resumed_at": _resumes(previous, start) if cfg.resume else [],
-            "stage_seconds": stage_seconds,
-            "stage_status": stage_status,
-            "wall_seconds": round(wall, 1) if wall is not None else None,
-        },
-    )
-
-
 def run_pipeline(cfg: RunConfig) -> int:
     try:
         dataset = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
@@ -218,13 +89,21 @@ def run_pipeline(cfg: RunConfig) -> int:
             f"--repeats {cfg.repeats} needs a random split, and {cfg.dataset}'s default is its official one: "
             "add --split 70/30 (or 80/20, 80/10/10)"
         )
-    run, reset = prepare_run_dir(cfg)
-    with RunLock(run.root):
-        if reset:
-            start_over(run.root, _protected(cfg))
-        elif cfg.resume:
-            remove_leftovers(run.root)
-        return _run_stages(cfg, run, dataset)
+    # Ray is started (or its cluster reached) before the run directory is made: a bad address writes nothing.
+    executor = make_executor("local" if cfg.only else cfg.executor, cfg.ray_address, cfg.threads, cfg.device)
+    try:
+        run, reset = prepare_run_dir(cfg)
+        with RunLock(run.root):
+            if reset:
+                start_over(run.root, _protected(cfg))
+            elif cfg.resume:
+                remove_leftovers(run.root)
+            check_shared = getattr(executor, "check_shared", None)
+            if check_shared is not None:
+                check_shared(run.root)
+            return _run_stages(cfg, run, dataset, executor)
+    finally:
+        close_executor(executor)
 
 
 def _render_only(cfg: RunConfig, run: RunDir, runner: Runner) -> int:
@@ -236,9 +115,9 @@ def _render_only(cfg: RunConfig, run: RunDir, runner: Runner) -> int:
     return 1 if report.status.startswith("failed") else 0
 
 
-def _run_stages(cfg: RunConfig, run: RunDir, dataset) -> int:
+def _run_stages(cfg: RunConfig, run: RunDir, dataset, executor) -> int:
     start = now_iso()
-    runner = Runner(cfg, run, start)
+    runner = Runner(cfg, run, start, executor)
     runner.log(f"run directory {run.root}")
     write_run_json(cfg, run, start, [], None)
     if cfg.only == "report":
@@ -267,7 +146,7 @@ def _run_stages(cfg: RunConfig, run: RunDir, dataset) -> int:
     if explore.status.startswith("failed"):
         write_run_json(cfg, run, start, runner.outcomes, now_iso())
         return 1
-    manifest = _fingerprint([run.splits_csv])
+    manifest = fingerprint([run.splits_csv])
     failed = False
     train_params = {
         **common,
@@ -282,21 +161,24 @@ def _run_stages(cfg: RunConfig, run: RunDir, dataset) -> int:
         "explicit": cfg.explicit_models,
         "device": cfg.device,
     }
-    for model in cfg.models:
-        outcome = runner.stage(
+    calls = [
+        StageCall(
             "02_train_model",
             {**train_params, "model_name": model},
             inputs=manifest,
             model=model,
             skip_on=None if cfg.explicit_models else "WeightsUnavailableError",
         )
+        for model in cfg.models
+    ]
+    for model, outcome in zip(cfg.models, runner.stages(calls), strict=True):
         failed |= record_training_outcome(run, model, outcome)
     if not run.trained_models():
         runner.log("no model was trained (see above): nothing to benchmark, quantize or report")
         write_run_json(cfg, run, start, runner.outcomes, now_iso(), time.perf_counter() - runner.t0)
         return 1
     failed |= _repeat_training(cfg, run, dataset, runner, train_params)
-    trained = _fingerprint([run.train_json(m) for m in cfg.models])
+    trained = fingerprint([run.train_json(m) for m in cfg.models])
     quick = {"quick": cfg.quick}
     for stage, params in (
         ("03_benchmark", {**common, **quick}),
@@ -312,7 +194,7 @@ def _run_stages(cfg: RunConfig, run: RunDir, dataset) -> int:
         ),
     ):
         failed |= runner.stage(stage, params, inputs=trained).status.startswith("failed")
-    report = runner.stage("05_report", {"run_dir": str(run.root)}, inputs=_fingerprint([run.results_csv]))
+    report = runner.stage("05_report", {"run_dir": str(run.root)}, inputs=fingerprint([run.results_csv]))
     if report.status == "ok" or run.executed_notebook("05_report").exists():
         render_report(run)
         runner.log(f"report: {run.report_html}")
@@ -326,18 +208,20 @@ def _repeat_training(cfg: RunConfig, run: RunDir, dataset, runner: Runner, param
     """--repeats N: every trained model again on splits 2..N (see ``repeats.py``); True if one failed."""
     if cfg.repeats < 2:
         return False
-    models, failed = run.trained_models(), False
+    models, calls = run.trained_models(), []
     for r in range(2, cfg.repeats + 1):
         sub = prepare_repeat(run, dataset, r)
-        for model in models:
-            outcome = runner.stage(
+        calls += [
+            StageCall(
                 "02_train_model",
                 {**params, "run_dir": str(sub.root), "seed": cfg.seed + r - 1, "model_name": model},
-                inputs=_fingerprint([sub.splits_csv]),
+                inputs=fingerprint([sub.splits_csv]),
                 model=f"{model}-split{r}",
                 label=f"02_train_model {model} (split {r} of {cfg.repeats})",
             )
-            failed |= outcome.status.startswith("failed")
+            for model in models
+        ]
+    failed = any(o.status.startswith("failed") for o in runner.stages(calls))
     summarize_repeats(run, cfg.repeats, models)
     return failed
 
@@ -385,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_config(argv)
         return run_pipeline(cfg)
-    except (UsageError, RunDirError) as exc:
+    except (UsageError, RunDirError, ExecutorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -113,10 +113,11 @@ def describe(state: dict) -> str:
 
 
 class Watcher:
-    """Prints a stage's progress file while the stage runs (a context manager around the execution)."""
+    """Prints the progress files of the stages running (a context manager around their execution): one
+    line, the stages joined by ' | ' when several run at once (Ray)."""
 
-    def __init__(self, path: Path, label: str, stream: TextIO | None = None, every: float | None = None):
-        self.path, self.label = path, label
+    def __init__(self, paths: dict[str, Path], stream: TextIO | None = None, every: float | None = None):
+        self.paths = paths  # label -> progress file
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self.every = float(os.environ.get(EVERY_ENV, 30)) if every is None else every
@@ -126,7 +127,8 @@ class Watcher:
         self._lock = threading.Lock()
 
     def __enter__(self) -> Watcher:
-        self.path.unlink(missing_ok=True)
+        for path in self.paths.values():
+            path.unlink(missing_ok=True)
         self._thread.start()
         return self
 
@@ -136,7 +138,8 @@ class Watcher:
         if self.tty and self._width:
             self.stream.write("\r" + " " * self._width + "\r")
             self.stream.flush()
-        self.path.unlink(missing_ok=True)
+        for path in self.paths.values():
+            path.unlink(missing_ok=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(1.0 if self.tty else max(0.2, min(self.every, 5.0))):
@@ -147,10 +150,11 @@ class Watcher:
             self._poll()
 
     def _poll(self) -> None:
-        state = read_state(self.path)
-        if state is None:
+        states = {label: read_state(path) for label, path in self.paths.items()}
+        shown = [f"{label}: {describe(state)}" for label, state in states.items() if state is not None]
+        if not shown:
             return
-        text = f"    {self.label}: {describe(state)}"
+        text = "    " + " | ".join(shown)
         now = time.monotonic()
         if self.tty:
             if text != self._last_text:

@@ -53,7 +53,7 @@ def test_describe_says_how_far_and_how_long() -> None:
 
 def test_the_watcher_prints_changes_in_a_log_and_cleans_up(tmp_path) -> None:
     path, out = tmp_path / ".progress.json", io.StringIO()
-    with progress.Watcher(path, "02_train_model mobilenet_v2", stream=out, every=0) as watcher:
+    with progress.Watcher({"02_train_model mobilenet_v2": path}, stream=out, every=0) as watcher:
         path.write_text(json.dumps({"desc": "mobilenet_v2", "n": 2, "total": 12, "unit": "epoch"}))
         watcher.poll()
         watcher.poll()  # unchanged: not printed twice
@@ -62,3 +62,19 @@ def test_the_watcher_prints_changes_in_a_log_and_cleans_up(tmp_path) -> None:
     lines = out.getvalue().splitlines()
     assert lines.count("    02_train_model mobilenet_v2: mobilenet_v2 17% (2/12 epoch)") == 1
     assert not path.exists()
+
+
+def test_the_watcher_joins_stages_running_at_once(tmp_path) -> None:
+    """Under Ray several trainings run together: one line, each stage named."""
+    a, b, out = tmp_path / ".a.json", tmp_path / ".b.json", io.StringIO()
+    with progress.Watcher({"02_train_model a": a, "02_train_model b": b}, stream=out, every=0) as watcher:
+        a.write_text(json.dumps({"desc": "a", "n": 1, "total": 4, "unit": "epoch"}))
+        watcher.poll()
+        b.write_text(json.dumps({"desc": "cache train", "n": 5, "total": 10, "unit": "img"}))
+        watcher.poll()
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "    02_train_model a: a 25% (1/4 epoch)",
+        "    02_train_model a: a 25% (1/4 epoch) | 02_train_model b: cache train 50% (5/10 img)",
+    ]
+    assert not a.exists() and not b.exists()

@@ -26,7 +26,7 @@ def _names(lines) -> set[str]:
 
 def test_environment_yml_and_requirements_name_the_same_packages():
     pip_names = set()
-    for f in ("requirements.txt", "requirements-nodeps.txt", "requirements-test.txt"):
+    for f in ("requirements.txt", "requirements-nodeps.txt", "requirements-test.txt", "requirements-ray.txt"):
         pip_names |= _names((ROOT / f).read_text().splitlines())
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda, pip_section = set(), set()

@@ -1,0 +1,216 @@
+"""Running stages: one at a time through the executor, or many at once where the executor can (Ray).
+
+Each stage (and each model's training) records completion with a hash of its parameters and inputs, so
+``--resume`` redoes only what changed or failed; one line per stage goes to the terminal, with a live
+progress line while it runs; times and statuses go to run.json after every stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cli import RunConfig
+from .executors import describe_failure
+from .progress import Watcher
+from .rundir import RunDir, read_json, write_json
+
+
+def fingerprint(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        if p.exists():
+            h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    status: str  # "ok", "skipped: ...", "failed: ...", "cached"
+    seconds: float
+
+
+@dataclass
+class StageCall:
+    """One stage to run: the notebook, its parameters, and what its completion marker hashes."""
+
+    stage: str
+    params: dict
+    inputs: str
+    model: str | None = None
+    skip_on: str | None = None  # an error by this name counts as 'skipped' (missing default weights)
+    label: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.stage}-{self.model}" if self.model else self.stage
+
+    @property
+    def title(self) -> str:
+        return self.label or (f"{self.stage} {self.model}" if self.model else self.stage)
+
+    @property
+    def marker(self) -> dict:
+        # Where the run lives is not an input: a run directory moved or copied elsewhere still resumes.
+        return {**{k: v for k, v in self.params.items() if k != "run_dir"}, "_inputs": self.inputs}
+
+
+class Runner:
+    """Runs the stages, logs one line per stage, records times and failures in run.json."""
+
+    def __init__(self, cfg: RunConfig, run: RunDir, start: str, executor) -> None:
+        self.cfg, self.run, self.start = cfg, run, start
+        self.executor = executor
+        self.outcomes: list[StageOutcome] = []
+        self.t0 = time.perf_counter()
+
+    def log(self, msg: str) -> None:
+        elapsed = time.perf_counter() - self.t0
+        print(f"[{elapsed / 60:5.1f} min] {msg}", flush=True)
+
+    def stage(
+        self,
+        stage: str,
+        params: dict,
+        inputs: str,
+        model: str | None = None,
+        skip_on: str | None = None,
+        label: str | None = None,
+    ) -> StageOutcome:
+        """Run (or, on --resume, skip) one notebook. An error named ``skip_on`` counts as 'skipped'."""
+        call = StageCall(stage, params, inputs, model, skip_on, label)
+        cached = self._begin(call)
+        if cached:
+            return cached
+        start = time.perf_counter()
+        failure = None
+        try:
+            with Watcher({call.title: self._progress(call)}):
+                self.executor.execute(
+                    stage, params, self.run.executed_notebook(stage, model), self._progress(call)
+                )
+        except Exception as exc:
+            failure = describe_failure(exc)
+        return self._finish(call, failure, time.perf_counter() - start)
+
+    def stages(self, calls: list[StageCall]) -> list[StageOutcome]:
+        """Independent stages (one training per model): all at once where the executor runs tasks in
+        parallel (Ray), else one after another. Outcomes are returned in the order of ``calls``."""
+        if not getattr(self.executor, "parallel", False):
+            return [self.stage(c.stage, c.params, c.inputs, c.model, c.skip_on, c.label) for c in calls]
+        from .ray_executor import Job
+
+        outcomes: dict[str, StageOutcome] = {}
+        jobs, started = [], {}
+        for call in calls:
+            cached = self._begin(call)
+            if cached:
+                outcomes[call.key] = cached
+                continue
+            started[call.key] = (call, time.perf_counter())
+            jobs.append(
+                Job(
+                    call.key,
+                    call.stage,
+                    call.params,
+                    self.run.executed_notebook(call.stage, call.model),
+                    self._progress(call),
+                )
+            )
+
+        def done(job, failure) -> None:
+            call, start = started[job.key]
+            outcomes[job.key] = self._finish(call, failure, time.perf_counter() - start)
+
+        with Watcher({c.title: self._progress(c) for c, _ in started.values()}):
+            self.executor.run_many(jobs, done)
+        return [outcomes[c.key] for c in calls]
+
+    def _progress(self, call: StageCall) -> Path:
+        return self.run.root / f".progress-{call.key}.json"
+
+    def _begin(self, call: StageCall) -> StageOutcome | None:
+        """The cached outcome on --resume when the stage is done with the same marker; else None, after
+        clearing the stage's earlier record and logging its start."""
+        if self.cfg.resume and self.run.stage_done(call.key, call.marker):
+            self.log(f"{call.title}: done in an earlier run, skipped")
+            outcome = StageOutcome(call.key, "cached", 0.0)
+            self.outcomes.append(outcome)
+            return outcome
+        self.run.clear_stage(call.key)
+        self.log(f"{call.title}: running")
+        return None
+
+    def _finish(self, call: StageCall, failure: tuple[str, str] | None, seconds: float) -> StageOutcome:
+        if failure is None:
+            status = "ok"
+            self.run.mark_stage_done(call.key, call.marker, seconds)
+        else:
+            name, msg = failure
+            status = f"{'skipped' if name == call.skip_on else 'failed'}: {name}: {msg}"
+        self.log(f"{call.title}: {status} ({seconds:.0f} s)")
+        if status.startswith("failed"):
+            print(f"    see {self.run.executed_notebook(call.stage, call.model)}", flush=True)
+        outcome = StageOutcome(call.key, status, seconds)
+        self.outcomes.append(outcome)
+        write_run_json(self.cfg, self.run, self.start, self.outcomes, None, time.perf_counter() - self.t0)
+        return outcome
+
+
+def _resumes(previous: dict, start: str) -> list[str]:
+    """One entry per resume (run.json is rewritten after every stage of it)."""
+    earlier = previous.get("resumed_at", [])
+    return earlier if start in earlier else [*earlier, start]
+
+
+def write_run_json(
+    cfg: RunConfig,
+    run: RunDir,
+    start: str,
+    outcomes: list[StageOutcome],
+    end: str | None,
+    wall: float | None = None,
+) -> None:
+    import torch
+    import torchvision
+
+    from .devices import device_record
+    from .hardware import machine_record
+
+    previous = read_json(run.run_json) if run.run_json.exists() else {}
+    machine = previous.get("machine") or {}
+    if machine.get("detected_at") != start:  # detected once per run, and again on each resume
+        machine = {**machine_record(cfg.threads), "detected_at": start}
+    stage_seconds = dict(previous.get("stage_seconds", {}))
+    stage_status = dict(previous.get("stage_status", {}))
+    for o in outcomes:
+        if o.status != "cached":
+            stage_seconds[o.name] = round(o.seconds, 1)
+            stage_status[o.name] = o.status
+    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.__dict__.items() if k != "argv"}
+    write_json(
+        run.run_json,
+        {
+            "command": " ".join(["python", "run_all.py", *cfg.argv]),
+            "parameters": params,
+            "seed": cfg.seed,
+            "threads": cfg.threads,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "cpu": machine["cpu"],
+            "machine": machine,
+            "device": device_record(torch.device(cfg.device)),
+            "platform": platform.platform(),
+            "start": previous.get("start", start) if cfg.resume else start,
+            "end": end,
+            "resumed_at": _resumes(previous, start) if cfg.resume else [],
+            "stage_seconds": stage_seconds,
+            "stage_status": stage_status,
+            "wall_seconds": round(wall, 1) if wall is not None else None,
+        },
+    )
