@@ -226,10 +226,13 @@ def _tv(name: str, **kwargs) -> Callable[[], nn.Module]:
     return lambda: torchvision.models.get_model(name, weights=None, **kwargs)
 
 
-def _timm_lite0() -> nn.Module:
-    import timm
+def _timm_lite(n: int) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import timm
 
-    return timm.create_model("tf_efficientnet_lite0", pretrained=False)
+        return timm.create_model(f"tf_efficientnet_lite{n}", pretrained=False)
+
+    return build
 
 
 for _name, _blocks in (("resnet50", 1), ("resnet101", 1), ("resnet152", 1), ("wide_resnet50_2", 1)):
@@ -288,17 +291,21 @@ register(
         notes="auxiliary head trained with loss weight 0.4 when Mixed_6e is trained",
     )
 )
-register(
-    ModelSpec(
-        "efficientnet_lite0",
-        _timm_lite0,
-        _split_timm_efficientnet,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        trainable_blocks=2,
-        notes="timm tf_efficientnet_lite0; partial = the last stage and the head convolution",
+# EfficientNet-Lite: no squeeze-excite, ReLU6, fixed stem and head (friendly to INT8); Lite1 and Lite2 run at
+# their native 240 and 260 px (the same weights at 224 px lose accuracy).
+for _n, _size in ((0, 224), (1, 240), (2, 260)):
+    register(
+        ModelSpec(
+            f"efficientnet_lite{_n}",
+            _timm_lite(_n),
+            _split_timm_efficientnet,
+            input_size=_size,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            trainable_blocks=2,
+            notes=f"timm tf_efficientnet_lite{_n} at {_size} px; partial = the last stage and the head convolution",
+        )
     )
-)
 register(
     ModelSpec(
         "squeezenet1_1",

