@@ -16,9 +16,11 @@
 # can saturate. So the recipes are chosen for the detected instruction set, and each INT8 variant is
 # **guarded on the validation split**, measured on every view of every validation image: a recipe that loses
 # more than 0.5 points against its own fp32 source is replaced by the next of a documented sequence (7-bit
-# weights, uint8 weights, first/last layers in fp32, percentile calibration), and a candidate slower than its
-# fp32 runtime ends the search. Calibration uses training images, the guard validation images; test images
-# are only read to report the kept variants. All four variants are timed interleaved in one session.
+# weights, uint8 weights, first/last layers in fp32, percentile calibration). A candidate is timed as soon as
+# it is built: one slower than its fp32 runtime can never be recommended, so it is validated on the plain
+# view only and ends the search. Calibration uses training images, the guard validation images; test images
+# are only read to report the kept variants (TTA only for variants that could be recommended). All four
+# variants are timed interleaved in one session.
 
 # %% tags=["parameters"]
 threads = 2
@@ -53,7 +55,9 @@ rp.variants_table(variants)
 # %% [markdown]
 # ## Every recipe the guard tried
 # On the validation split, in the order of this CPU's sequence; the search stops at the first recipe that
-# holds. "Agreement" is the share of validation images on which the variant predicts what its fp32 predicts.
+# holds. "Views": validation views measured (1 for a candidate slower than its fp32). "Agreement" is the
+# share of validation images on which the variant predicts what its fp32 predicts; the fp32 reference is the
+# ONNX export where it exists (its logits are checked against PyTorch's).
 
 # %%
 rp.variants_table(rp.attempts_frame(record))

@@ -65,6 +65,17 @@ def test_a_failing_ray_task_marks_only_its_model(local_and_ray):
     assert {"simple_cnn", "mobilenet_v2"} <= set(results[results.status == "ok"].model)
 
 
+def test_resume_under_ray_reruns_only_what_did_not_finish(local_and_ray, tiny_dataset, capsys):
+    runs, _ = local_and_ray
+    run = runs["ray"][1]
+    assert main(_args(tiny_dataset, run.root, "--executor", "ray", "--resume")) == 1  # resnet50 again
+    out = capsys.readouterr().out
+    for model in ("simple_cnn", "mobilenet_v2"):
+        assert f"02_train_model {model}: done in an earlier run, skipped" in out
+    assert "02_train_model resnet50: failed" in out
+    assert "04_quantize: done in an earlier run, skipped" in out
+
+
 def test_an_unreachable_cluster_fails_fast_in_one_line_and_writes_nothing(tiny_dataset, tmp_path, capsys):
     pytest.importorskip("ray")
     out = tmp_path / "run"
