@@ -9,6 +9,7 @@ extra) runs the trainings of many models as Ray tasks, each doing exactly what t
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from .journal import PIPELINE_ENV
@@ -33,11 +34,41 @@ def kernel_env(progress: Path | None = None) -> dict[str, str]:
     return env
 
 
+@dataclass
+class Job:
+    """One notebook execution: what ``execute`` takes, plus the key the driver knows it by."""
+
+    key: str
+    stage: str
+    params: dict
+    output: Path
+    progress: Path | None = None
+
+
+Failure = tuple[str, str] | None  # (exception name, one-line message), or None when the stage finished
+
+
+def run_job(job: Job, executor=None) -> Failure:
+    """Run one job's notebook (with ``executor``, default local) and return what went wrong, never raise:
+    a notebook error is its model's failure, not the driver's (nor, under Ray, the task's)."""
+    try:
+        (executor or LocalExecutor()).execute(job.stage, job.params, job.output, job.progress)
+    except Exception as exc:
+        return describe_failure(exc)
+    return None
+
+
 class LocalExecutor:
     """Runs notebooks one after another in papermill kernels on this machine."""
 
     name = "local"
     parallel = False
+
+    def check_shared(self, root: Path) -> None:
+        """Nothing to check: the kernels run on this machine."""
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def execute(self, stage: str, params: dict, output: Path, progress: Path | None = None) -> None:
         """Run ``notebooks/<stage>.py``; the executed copy (with any traceback) is kept at ``output``.
@@ -85,7 +116,7 @@ def describe_failure(exc: Exception) -> tuple[str, str]:
 
 
 def make_executor(name: str, address: str = "", threads: int = 1, device: str = "cpu"):
-    """``local`` or ``ray`` (which starts or joins a Ray instance now); close it with ``close_executor``."""
+    """``local`` or ``ray`` (which starts or joins a Ray instance now); release it with ``close()``."""
     if name == "ray":
         from .ray_executor import RayExecutor
 
@@ -93,9 +124,3 @@ def make_executor(name: str, address: str = "", threads: int = 1, device: str = 
     if name != "local":
         raise ExecutorError(f"unknown executor {name!r}; valid: {', '.join(EXECUTORS)}")
     return LocalExecutor()
-
-
-def close_executor(executor) -> None:
-    close = getattr(executor, "close", None)
-    if close is not None:
-        close()

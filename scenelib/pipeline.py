@@ -17,7 +17,7 @@ from pathlib import Path
 from . import journal
 from .cli import REPO, RunConfig, UsageError, parse_config
 from .datasets import DatasetNotFoundError, load_dataset
-from .executors import NOTEBOOKS, ExecutorError, close_executor, make_executor
+from .executors import NOTEBOOKS, ExecutorError, make_executor
 from .repeats import RANDOM_ONLY, prepare_repeat
 from .repeats import summarize as summarize_repeats
 from .rundir import (
@@ -98,12 +98,10 @@ def run_pipeline(cfg: RunConfig) -> int:
                 start_over(run.root, _protected(cfg))
             elif cfg.resume:
                 remove_leftovers(run.root)
-            check_shared = getattr(executor, "check_shared", None)
-            if check_shared is not None:
-                check_shared(run.root)
+            executor.check_shared(run.root)
             return _run_stages(cfg, run, dataset, executor)
     finally:
-        close_executor(executor)
+        executor.close()
 
 
 def _render_only(cfg: RunConfig, run: RunDir, runner: Runner) -> int:

@@ -16,36 +16,11 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
-from .executors import REPO, ExecutorError, LocalExecutor, describe_failure
+from .executors import REPO, ExecutorError, Failure, Job, LocalExecutor, describe_failure, run_job
 
 INSTALL = "pip install -e '.[ray]'"
-
-
-@dataclass
-class Job:
-    """One notebook execution: what ``LocalExecutor.execute`` takes, plus the key the driver knows it by."""
-
-    key: str
-    stage: str
-    params: dict
-    output: Path
-    progress: Path | None = None
-
-
-Failure = tuple[str, str] | None  # (exception name, one-line message), or None when the stage finished
-
-
-def run_job(job: Job) -> Failure:
-    """The body of a Ray task (and of a local one): run the notebook, return what went wrong, never raise
-    (a notebook error is a model's failure, not the task's)."""
-    try:
-        LocalExecutor().execute(job.stage, job.params, job.output, job.progress)
-    except Exception as exc:
-        return describe_failure(exc)
-    return None
 
 
 def _probe(root: str, name: str) -> str:
@@ -101,7 +76,7 @@ class RayExecutor:
             {"num_gpus": 1, "num_cpus": 1} if device.startswith("cuda") else {"num_cpus": threads}
         )
         self.local = LocalExecutor()
-        self._task = ray.remote(max_retries=0)(run_job)
+        self._task = ray.remote(max_retries=0)(run_job)  # the local executor's work, inside the task
 
     def execute(self, stage: str, params: dict, output: Path, progress: Path | None = None) -> None:
         self.local.execute(stage, params, output, progress)

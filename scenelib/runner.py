@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cli import RunConfig
-from .executors import describe_failure
+from .executors import Job, run_job
 from .progress import Watcher
 from .rundir import RunDir, read_json, write_json
 
@@ -86,24 +86,16 @@ class Runner:
         cached = self._begin(call)
         if cached:
             return cached
-        start = time.perf_counter()
-        failure = None
-        try:
-            with Watcher({call.title: self._progress(call)}):
-                self.executor.execute(
-                    stage, params, self.run.executed_notebook(stage, model), self._progress(call)
-                )
-        except Exception as exc:
-            failure = describe_failure(exc)
+        start, job = time.perf_counter(), self._job(call)
+        with Watcher({call.title: job.progress}):
+            failure = run_job(job, self.executor)
         return self._finish(call, failure, time.perf_counter() - start)
 
     def stages(self, calls: list[StageCall]) -> list[StageOutcome]:
         """Independent stages (one training per model): all at once where the executor runs tasks in
         parallel (Ray), else one after another. Outcomes are returned in the order of ``calls``."""
-        if not getattr(self.executor, "parallel", False):
+        if not self.executor.parallel:
             return [self.stage(c.stage, c.params, c.inputs, c.model, c.skip_on, c.label) for c in calls]
-        from .ray_executor import Job
-
         outcomes: dict[str, StageOutcome] = {}
         jobs, started = [], {}
         for call in calls:
@@ -112,26 +104,19 @@ class Runner:
                 outcomes[call.key] = cached
                 continue
             started[call.key] = (call, time.perf_counter())
-            jobs.append(
-                Job(
-                    call.key,
-                    call.stage,
-                    call.params,
-                    self.run.executed_notebook(call.stage, call.model),
-                    self._progress(call),
-                )
-            )
+            jobs.append(self._job(call))
 
         def done(job, failure) -> None:
             call, start = started[job.key]
             outcomes[job.key] = self._finish(call, failure, time.perf_counter() - start)
 
-        with Watcher({c.title: self._progress(c) for c, _ in started.values()}):
+        with Watcher({started[j.key][0].title: j.progress for j in jobs}):
             self.executor.run_many(jobs, done)
         return [outcomes[c.key] for c in calls]
 
-    def _progress(self, call: StageCall) -> Path:
-        return self.run.root / f".progress-{call.key}.json"
+    def _job(self, call: StageCall) -> Job:
+        output = self.run.executed_notebook(call.stage, call.model)
+        return Job(call.key, call.stage, call.params, output, self.run.root / f".progress-{call.key}.json")
 
     def _begin(self, call: StageCall) -> StageOutcome | None:
         """The cached outcome on --resume when the stage is done with the same marker; else None, after

@@ -225,7 +225,8 @@ def repeats_table(run: RunDir) -> pd.DataFrame:
 READING_GUIDE = (
     "**How to read these numbers.** Every choice in this report (best model, kept epoch, INT8 recipe, "
     "recommended deployment) was made on the validation split (INT8 recipes on every view of every validation "
-    "image, a finer measure than the images alone); the test split was only used to report the "
+    "image, a finer measure than the images alone; a candidate slower than its fp32, which is never "
+    "recommended, on the plain view only); the test split was only used to report the "
     "chosen models' numbers, so they are unbiased estimates. Test accuracies carry a 95% Wilson interval and "
     "macro-F1 a 95% bootstrap interval: with {n_test} test images one image is {one:.2f} points. Two models "
     "(or a variant and its fp32) are compared with McNemar's exact test on the same test images; where "

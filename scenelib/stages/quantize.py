@@ -311,19 +311,20 @@ def evaluate_on_test(mv: ModelVariants, rounds: int, tta_budget_s: float) -> dic
             continue
         entry, start = info["variants"][variant], time.perf_counter()
         probs = predict(runner, test_images, mv.mean, mv.std, test_views[:1])
-        tta, note = tta_plan(
-            timings[variant],
-            timings[FP32_SOURCE[variant]],
-            time.perf_counter() - start,
-            len(test_views),
-            tta_budget_s,
-            entry["status"],
-        )
         if variant == "onnx-fp32" and len(reference.probs) > 1:
             # The same graph as fp32 (logits checked against PyTorch at export): its plain view is measured
             # end to end; its other views are fp32's, not evaluated a second time.
             probs = np.concatenate([probs, reference.probs[1:]])
             tta, note = False, "TTA views: fp32's (the same graph; plain view measured on its own)"
+        else:
+            tta, note = tta_plan(
+                timings[variant],
+                timings[FP32_SOURCE[variant]],
+                time.perf_counter() - start,
+                len(test_views),
+                tta_budget_s,
+                entry["status"],
+            )
         if tta:
             probs = np.concatenate([probs, predict(runner, test_images, mv.mean, mv.std, test_views[1:])])
         if note:
