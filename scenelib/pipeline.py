@@ -32,7 +32,7 @@ from .rundir import (
     start_over,
     write_json,
 )
-from .runner import Runner, StageCall, StageOutcome, fingerprint, write_run_json
+from .runner import Interrupts, Runner, StageCall, StageOutcome, fingerprint, write_run_json
 from .splits import check_split_feasible
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -266,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = None
     try:
         cfg = parse_config(argv)
-        return run_pipeline(cfg)
+        with Interrupts.remembered():
+            return run_pipeline(cfg)
     except (UsageError, RunDirError, ExecutorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -102,3 +102,30 @@ def test_an_interrupted_run_resumes_to_the_same_results(tiny_dataset, tiny_run, 
     expected = pd.read_csv(reference.results_csv)[SAME]
     got = pd.read_csv(out / "results.csv")[SAME]
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-9)
+
+
+def test_a_ctrl_c_lost_inside_a_stage_still_stops_the_run(tiny_dataset, tmp_path, monkeypatch, capsys):
+    """A KeyboardInterrupt swallowed on its way up (as one raised inside a finalizer is) must not let the run
+    carry on: the stage that finished is kept, and the run stops after it with the resume message."""
+    from scenelib import runner
+    from scenelib.pipeline import main
+
+    ran = []
+
+    def swallowing_run_job(job, executor=None):
+        ran.append(job.stage)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            pass  # lost, as Python drops one raised in a finalizer
+        return None
+
+    monkeypatch.setattr(runner, "run_job", swallowing_run_job)
+    out = tmp_path / "run"
+    assert main(tiny_args(tiny_dataset, out)) == 130
+    assert ran == ["01_explore_data"]
+    err = capsys.readouterr().err
+    assert f"--resume --output {out}" in err
+    assert "01_explore_data" in (out / "run.json").read_text()  # the finished stage was recorded
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
