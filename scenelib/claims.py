@@ -40,20 +40,31 @@ def wilson_interval(correct: int, n: int) -> tuple[float, float]:
     return float(ci.low), float(ci.high)
 
 
+def macro_f1_batched(
+    labels: np.ndarray, guess: np.ndarray, classes: np.ndarray, axis: int = -1
+) -> np.ndarray:
+    """Macro-F1 over ``classes`` along ``axis`` of label arrays of any batch shape (zero_division=0, as
+    scikit-learn's ``f1_score(labels=classes, average="macro")``). F1 = 2 TP / (support + predicted), so
+    every bootstrap resample is scored at once instead of one scikit-learn call each (1,000 calls took
+    about 5 s per interval)."""
+    labels, guess = np.moveaxis(labels, axis, -1), np.moveaxis(guess, axis, -1)
+    is_class, said_class = labels[..., None] == classes, guess[..., None] == classes  # (..., n, k)
+    tp = (is_class & said_class).sum(-2)
+    denominator = is_class.sum(-2) + said_class.sum(-2)
+    f1 = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
+    return f1.mean(-1)
+
+
 def macro_f1_interval(labels: np.ndarray, guess: np.ndarray, seed: int = 0) -> tuple[float, float]:
     """95 % percentile interval of macro-F1 from a paired bootstrap over test images (seeded)."""
     if len(labels) < 2:
         return (math.nan, math.nan)
     classes = np.unique(labels)
-
-    def macro_f1(y, p):
-        return f1_score(y, p, labels=classes, average="macro", zero_division=0)
-
     res = stats.bootstrap(
         (labels, guess),
-        macro_f1,
+        lambda y, p, axis=-1: macro_f1_batched(y, p, classes, axis),
         paired=True,
-        vectorized=False,
+        vectorized=True,
         n_resamples=BOOTSTRAP_RESAMPLES,
         confidence_level=1 - ALPHA,
         method="percentile",

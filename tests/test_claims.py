@@ -8,10 +8,42 @@ import numpy as np
 import pytest
 
 from scenelib import summary as sm
-from scenelib.claims import deployment_advice, mcnemar, validation_ranking, wilson_interval
+from scenelib.claims import (
+    deployment_advice,
+    macro_f1_batched,
+    macro_f1_interval,
+    mcnemar,
+    validation_ranking,
+    wilson_interval,
+)
 from scenelib.evaluation import Predictions
 from scenelib.rundir import RunDir, read_json, write_json
 from scenelib.splits import read_manifest, split_rows
+
+
+def test_the_batched_macro_f1_is_scikit_learns_and_so_is_its_bootstrap_interval():
+    from scipy import stats
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 6, 90)
+    guess = np.where(rng.random(90) < 0.7, labels, rng.integers(0, 7, 90))  # 7: a class never in labels
+    classes = np.unique(labels)
+
+    def sk(y, p):
+        return f1_score(y, p, labels=classes, average="macro", zero_division=0)
+
+    batch = rng.integers(0, 90, (5, 90))  # resamples where some classes vanish entirely
+    batch[0, :] = 0
+    expected = [sk(labels[i], guess[i]) for i in batch]
+    assert macro_f1_batched(labels[batch], guess[batch], classes) == pytest.approx(expected, abs=1e-12)
+    assert macro_f1_batched(labels[batch].T, guess[batch].T, classes, axis=0) == pytest.approx(expected)
+
+    reference = stats.bootstrap(
+        (labels, guess), sk, paired=True, vectorized=False, n_resamples=1000,
+        method="percentile", rng=np.random.default_rng(0),
+    ).confidence_interval  # fmt: skip
+    assert macro_f1_interval(labels, guess, seed=0) == pytest.approx((reference.low, reference.high))
 
 
 def test_wilson_interval_matches_the_textbook_values():
