@@ -8,6 +8,7 @@ these convolution stacks (it falls back to PyTorch, channels-last, if the export
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -103,18 +104,26 @@ def extract_views(
     views: Sequence[View],
     batch_size: int = 16,
     desc: str = "features",
+    needed: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Run ``runner`` over every view of every image -> fp16 tensor [V, N, ...]."""
+    """Run ``runner`` over every view of every image -> fp16 tensor [V, N, ...]. With ``needed`` (per view,
+    the indices of the images wanted in it) only those entries are computed; the others are NaN, so reading
+    one by mistake shows up as a NaN loss rather than as silently wrong features."""
     out: torch.Tensor | None = None
-    total = len(views) * len(images)
-    with progress.bar(total=total, desc=desc, unit="img", mininterval=2.0) as bar:
+    wanted = [torch.arange(len(images)) for _ in views] if needed is None else list(needed)
+    wanted += [torch.empty(0, dtype=torch.long)] * (len(views) - len(wanted))
+    with progress.bar(total=sum(len(w) for w in wanted), desc=desc, unit="img", mininterval=2.0) as bar:
         for v, view in enumerate(views):
-            for start in range(0, len(images), batch_size):
-                batch = normalize(view(images[start : start + batch_size]), mean, std).contiguous()
+            for start in range(0, len(wanted[v]), batch_size):
+                idx = wanted[v][start : start + batch_size]
+                batch = normalize(view(images[idx]), mean, std).contiguous()
                 feats = torch.from_numpy(runner(batch.numpy())).to(torch.float16)
                 if out is None:
-                    out = torch.empty((len(views), len(images), *feats.shape[1:]), dtype=torch.float16)
-                out[v, start : start + len(batch)] = feats
-                bar.update(len(batch))
+                    shape = (len(views), len(images), *feats.shape[1:])
+                    out = torch.empty(shape, dtype=torch.float16)
+                    if needed is not None:
+                        out.fill_(math.nan)
+                out[v, idx] = feats
+                bar.update(len(idx))
     assert out is not None, "no images to extract features from"
     return out
