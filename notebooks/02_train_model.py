@@ -27,6 +27,7 @@ tta = True
 seed = 0
 threads = 2
 device = "cpu"  # a resolved torch device: cpu, cuda:0, mps (run_all.py --device)
+input_size = 0  # px for a pretrained model; 0: its native size (run_all.py --input-size)
 explicit = True  # False for models picked by --models auto: missing weights then mean skipped
 run_dir = ""  # empty: $SCENELIB_RUN_DIR, else the newest reports/<dataset>/latest
 # Further knobs (not set by run_all.py): change them here when exploring in JupyterLab.
@@ -60,6 +61,7 @@ outcome = train_stage(
     seed,
     threads,
     device=device,
+    input_size=input_size,
     trainable_blocks=trainable_blocks,
     label_smoothing=label_smoothing,
     scheduler=scheduler,
@@ -74,11 +76,13 @@ s = outcome.summary
 # ## Weights and strategy
 
 # %%
+native = "" if s["input_size"] == s["native_input_size"] else f" (native {s['native_input_size']} px)"
 display(
     Markdown(
         f"**{model_name}**, weights `{s['weights']}` (SHA-256 `{(s['weights_sha256'] or '-')[:16]}…`), "
         f"strategy **{s['strategy']}**: {s['frozen_blocks']} of {s['total_blocks']} blocks frozen, "
-        f"{s['trainable_params']:,} of {s['params']:,} parameters trained, input {s['input_size']} px. "
+        f"{s['trainable_params']:,} of {s['params']:,} parameters trained, input {s['input_size']} px"
+        f"{native}. "
         f"Feature cache built by {s['cache_engine']} in {s['cache_seconds']:.0f} s."
     )
 )

@@ -20,6 +20,7 @@ from .weights import WEIGHT_MODES
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_EPOCHS, QUICK_EPOCHS = 12, 1
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 1024  # below 32 px the ImageNet backbones pool away every pixel
 
 
 class UsageError(ValueError):
@@ -86,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="host:port of a running Ray cluster (`ray start --head`); default: a local Ray instance",
     )
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=0,
+        help="input size in px for the pretrained models (default: each model's native size, e.g. 224); "
+        "models trained from scratch keep theirs",
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-tta", action="store_true", help="no test-time augmentation")
@@ -124,6 +132,7 @@ class RunConfig:
     only: str = ""
     executor: str = "local"
     ray_address: str = ""
+    input_size: int = 0  # 0: each model's native size
     argv: list[str] = field(default_factory=list)
 
 
@@ -173,6 +182,11 @@ def _check_choices(args: argparse.Namespace) -> None:
         )
     for name in ("epochs", "threads", "batch_size", "calibration_images", "lr", "repeats"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
+    if args.input_size and not MIN_INPUT_SIZE <= args.input_size <= MAX_INPUT_SIZE:
+        raise UsageError(
+            f"--input-size must be between {MIN_INPUT_SIZE} and {MAX_INPUT_SIZE} px, got {args.input_size} "
+            "(0 or no option: each model's native size)"
+        )
     if args.seed < 0:
         raise UsageError(f"--seed must be 0 or more, got {args.seed}")
     if args.resume and args.force:
@@ -233,5 +247,6 @@ def parse_config(argv: list[str]) -> RunConfig:
         only=args.only or "",
         executor=args.executor,
         ray_address=args.ray_address,
+        input_size=args.input_size,
         argv=list(argv),
     )

@@ -158,6 +158,7 @@ def _run_stages(cfg: RunConfig, run: RunDir, dataset, executor) -> int:
         "tta": cfg.tta,
         "explicit": cfg.explicit_models,
         "device": cfg.device,
+        "input_size": cfg.input_size,
     }
     calls = [
         StageCall(

@@ -274,6 +274,7 @@ def split_accuracy_table(run: RunDir) -> pd.DataFrame:
             rows.append(
                 {
                     "model": name,
+                    "input px": t.get("input_size"),
                     "train": t["train_accuracy"],
                     "validation": t["val_accuracy"],
                     "test": t["test_accuracy"],

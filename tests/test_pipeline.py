@@ -278,3 +278,23 @@ def test_repeats_train_every_model_on_more_seeded_splits(tiny_dataset, tmp_path)
     assert fp32.accuracy_std == pytest.approx(rows.accuracy.std(ddof=1))
     html = run.report_html.read_text()
     assert "Over 2 seeded splits" in html and "Repeated splits" in html
+
+
+def test_input_size_changes_the_pretrained_models_and_every_stage_uses_it(tiny_dataset, tmp_path, capsys):
+    import onnxruntime as ort
+
+    out = tmp_path / "run"
+    args = ["--dataset", "folder", "--data-dir", str(tiny_dataset), "--models", "simple_cnn,mobilenet_v2"]
+    args += ["--epochs", "1", "--quick", "--calibration-images", "8", "--output", str(out)]
+    assert main([*args, "--input-size", "16"]) == 2  # too small for an ImageNet backbone
+    assert "--input-size must be between 32 and 1024" in capsys.readouterr().err and not out.exists()
+    assert main([*args, "--input-size", "96"]) == 0
+    run = RunDir(out)
+    mobilenet, simple = read_json(run.train_json("mobilenet_v2")), read_json(run.train_json("simple_cnn"))
+    assert (mobilenet["input_size"], mobilenet["native_input_size"]) == (96, 224)
+    assert simple["input_size"] == simple["native_input_size"] == 64  # trained from scratch: its own size
+    assert read_json(run.benchmark_json)["models"]["mobilenet_v2"]["input_size"] == 96
+    session = ort.InferenceSession(str(run.root / "models/mobilenet_v2/model.int8.onnx"))
+    assert session.get_inputs()[0].shape[-2:] == [96, 96]
+    assert "(native 224 px)" in run.executed_notebook("02_train_model", "mobilenet_v2").read_text()
+    assert "<th" in run.report_html.read_text() and ">input px<" in run.report_html.read_text()

@@ -56,10 +56,13 @@ def train_stage(
     seed: int = 0,
     threads: int | None = None,
     device: str = "cpu",
+    input_size: int = 0,
     **options,
 ) -> TrainingOutcome:
     """Train ``model_name``; ``options`` are further ``TrainConfig`` fields (label_smoothing, scheduler,
-    trainable_blocks, class_weights, patience, weight_decay) and ``head`` (a ``HeadConfig``)."""
+    trainable_blocks, class_weights, patience, weight_decay) and ``head`` (a ``HeadConfig``).
+    ``input_size`` (px) replaces a pretrained model's native size; a model built for training from scratch
+    keeps its own (it is sized for its role: the simple CNN's 64 px)."""
     if threads:
         torch.set_num_threads(threads)
     spec = check_model_name(model_name)
@@ -80,7 +83,8 @@ def train_stage(
     arch, info = load_pretrained(spec, "none" if strategy == "scratch" else weights)
     classes = class_names(read_manifest(run.splits_csv))
     model = to_scene_classifier(spec, arch, len(classes), cfg.head)
-    splits = {s: load_split(run, s, spec.input_size) for s in ("train", "val", "test")}
+    size = input_size if input_size and spec.pretrained else spec.input_size
+    splits = {s: load_split(run, s, size) for s in ("train", "val", "test")}
     result = train_model(
         model,
         spec,
@@ -101,7 +105,7 @@ def train_stage(
         model_name,
         classes,
         cfg.head,
-        spec.input_size,
+        size,
         info.mean,
         info.std,
     )
@@ -112,7 +116,7 @@ def train_stage(
         result,
         info,
         predictions,
-        _summarize(run, model_name, cfg, info, result, predictions, spec.input_size),
+        _summarize(run, model_name, cfg, info, result, predictions, size, spec.input_size),
     )
 
 
@@ -124,6 +128,7 @@ def _summarize(
     result: TrainResult,
     pred: Predictions,
     size: int,
+    native_size: int,
 ) -> dict:
     acc, f1 = accuracy_and_f1(pred.single, pred.labels)
     acc_tta, f1_tta = accuracy_and_f1(pred.tta, pred.labels) if pred.tta is not None else (None, None)
@@ -141,6 +146,7 @@ def _summarize(
         "mean": list(info.mean),
         "std": list(info.std),
         "input_size": size,
+        "native_input_size": native_size,
         "frozen_blocks": result.cut,
         "total_blocks": len(result.model.blocks),
         "cache_engine": result.cache_engine,
