@@ -38,6 +38,7 @@ from .splits import check_split_feasible
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STAGES = ("01_explore_data", "02_train_model", "03_benchmark", "04_quantize", "05_report")
 QUICK_IMAGES_PER_CLASS = 10
+SKIP_ON = "WeightsUnavailableError"  # a default model without pretrained weights is skipped, not failed
 __all__ = ["NOTEBOOKS", "STAGES", "main", "run_pipeline", "RunConfig"]
 
 
@@ -166,12 +167,15 @@ def _run_stages(cfg: RunConfig, run: RunDir, dataset, executor) -> int:
             {**train_params, "model_name": model},
             inputs=manifest,
             model=model,
-            skip_on=None if cfg.explicit_models else "WeightsUnavailableError",
+            skip_on=None if cfg.explicit_models else SKIP_ON,
         )
         for model in cfg.models
     ]
-    for model, outcome in zip(cfg.models, runner.stages(calls), strict=True):
-        failed |= record_training_outcome(run, model, outcome)
+    outcomes = {c.model: runner.skip(c, SKIP_ON, why) for c, why in _without_weights(cfg, calls)}
+    to_train = [c for c in calls if c.model not in outcomes]
+    outcomes.update(zip([c.model for c in to_train], runner.stages(to_train), strict=True))
+    for model in cfg.models:
+        failed |= record_training_outcome(run, model, outcomes[model])
     if not run.trained_models():
         runner.log("no model was trained (see above): nothing to benchmark, quantize or report")
         write_run_json(cfg, run, start, runner.outcomes, now_iso(), time.perf_counter() - runner.t0)
@@ -223,6 +227,16 @@ def _repeat_training(cfg: RunConfig, run: RunDir, dataset, runner: Runner, param
     failed = any(o.status.startswith("failed") for o in runner.stages(calls))
     summarize_repeats(run, cfg.repeats, models)
     return failed
+
+
+def _without_weights(cfg: RunConfig, calls: list[StageCall]) -> list[tuple[StageCall, str]]:
+    """Default models (skipped, not failed, without weights) whose pretrained weights are found missing
+    in the driver: no kernel is started for them. Named models go to their notebook, which fails."""
+    from .models import check_model_name
+    from .weights import missing_weights
+
+    found = [(c, missing_weights(check_model_name(c.model), cfg.weights)) for c in calls if c.skip_on]
+    return [(c, why) for c, why in found if why]
 
 
 def record_training_outcome(run: RunDir, model: str, outcome: StageOutcome) -> bool:

@@ -130,6 +130,11 @@ class Runner:
         Interrupts.raise_if_seen()  # a finished stage is kept; the Ctrl-C that arrived during it still counts
         return outcome
 
+    def skip(self, call: StageCall, name: str, message: str) -> StageOutcome:
+        """Record ``call`` as skipped for a reason known before it runs (no kernel is started)."""
+        self.run.clear_stage(call.key)
+        return self._finish(call, (name, message), 0.0)
+
     def stages(self, calls: list[StageCall]) -> list[StageOutcome]:
         """Independent stages (one training per model): all at once where the executor runs tasks in
         parallel (Ray), else one after another. Outcomes are returned in the order of ``calls``."""

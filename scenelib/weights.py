@@ -132,6 +132,27 @@ def how_to_get(spec: ModelSpec) -> str:
     return "; ".join(hints)
 
 
+def missing_weights(spec: ModelSpec, weights: str = "auto") -> str | None:
+    """Why ``load_pretrained`` would raise ``WeightsUnavailableError``, found without a notebook kernel (the
+    driver skips such a default model in a second instead of starting a kernel to learn it); None when a
+    source may work. Cheap when a source exists: the torchvision cache file or an offline package is only
+    looked for; with neither, the real load is tried (a download that succeeds fills the cache the training
+    stage then reads)."""
+    if weights == "none" or not spec.pretrained or weights not in WEIGHT_MODES:
+        return None
+    if weights in ("auto", "torchvision") and spec.torchvision_name:
+        url = torchvision.models.get_model_weights(spec.torchvision_name).DEFAULT.url
+        if (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)).is_file():
+            return None
+    if weights in ("auto", "offline") and find_offline_weights(spec.name) is not None:
+        return None
+    try:
+        load_pretrained(spec, weights)
+    except WeightsUnavailableError as exc:
+        return str(exc)
+    return None
+
+
 def load_pretrained(spec: ModelSpec, weights: str = "auto") -> tuple[nn.Module, WeightsInfo]:
     """Build the ImageNet architecture of ``spec`` and fill it from the first source that works."""
     arch = spec.build()

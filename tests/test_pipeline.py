@@ -298,3 +298,32 @@ def test_input_size_changes_the_pretrained_models_and_every_stage_uses_it(tiny_d
     assert session.get_inputs()[0].shape[-2:] == [96, 96]
     assert "(native 224 px)" in run.executed_notebook("02_train_model", "mobilenet_v2").read_text()
     assert "<th" in run.report_html.read_text() and ">input px<" in run.report_html.read_text()
+
+
+def test_a_default_model_without_weights_is_skipped_without_starting_its_notebook(
+    tiny_dataset, tmp_path, monkeypatch, capsys
+):
+    from scenelib import cli
+    from scenelib.models import MODELS
+    from scenelib.weights import missing_weights
+
+    assert "resnet50" in missing_weights(MODELS["resnet50"]) and "To fix" in missing_weights(
+        MODELS["resnet50"]
+    )
+    assert missing_weights(MODELS["mobilenet_v2"]) is None  # an offline package has it
+    assert (
+        missing_weights(MODELS["resnet50"], "none") is None and missing_weights(MODELS["simple_cnn"]) is None
+    )
+
+    monkeypatch.setattr(cli, "QUICK_MODELS", ("resnet50", "simple_cnn"))  # a default set, with a gap
+    out = tmp_path / "run"
+    args = ["--dataset", "folder", "--data-dir", str(tiny_dataset), "--quick", "--epochs", "1"]
+    assert main([*args, "--calibration-images", "8", "--output", str(out)]) == 0
+    log = capsys.readouterr().out
+    assert "02_train_model resnet50: skipped: WeightsUnavailableError: no pretrained weights" in log
+    assert "02_train_model resnet50: running" not in log
+    run = RunDir(out)
+    assert not run.executed_notebook("02_train_model", "resnet50").exists()
+    rows = {r["model"]: r["status"] for r in run.read_results() if r["variant"] == "fp32"}
+    assert rows["resnet50"].startswith("skipped: WeightsUnavailableError") and rows["simple_cnn"] == "ok"
+    assert "skipped: WeightsUnavailableError" in run.report_html.read_text()
