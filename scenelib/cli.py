@@ -20,7 +20,7 @@ from .weights import WEIGHT_MODES
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_EPOCHS, QUICK_EPOCHS = 12, 1
-MIN_INPUT_SIZE, MAX_INPUT_SIZE = 32, 1024  # below 32 px the ImageNet backbones pool away every pixel
+MAX_INPUT_SIZE = 1024
 
 
 class UsageError(ValueError):
@@ -91,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--input-size",
         type=int,
         default=0,
-        help="input size in px for the pretrained models (default: each model's native size, e.g. 224); "
-        "models trained from scratch keep theirs",
+        help="input size in px for the models with pretrained weights (default: each model's native size, "
+        "e.g. 224); simple_cnn, which has none, keeps its 64 px",
     )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=32)
@@ -182,11 +182,6 @@ def _check_choices(args: argparse.Namespace) -> None:
         )
     for name in ("epochs", "threads", "batch_size", "calibration_images", "lr", "repeats"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
-    if args.input_size and not MIN_INPUT_SIZE <= args.input_size <= MAX_INPUT_SIZE:
-        raise UsageError(
-            f"--input-size must be between {MIN_INPUT_SIZE} and {MAX_INPUT_SIZE} px, got {args.input_size} "
-            "(0 or no option: each model's native size)"
-        )
     if args.seed < 0:
         raise UsageError(f"--seed must be 0 or more, got {args.seed}")
     if args.resume and args.force:
@@ -201,6 +196,18 @@ def _check_choices(args: argparse.Namespace) -> None:
         raise UsageError("--only report re-renders a run; it cannot be combined with --force")
 
 
+def _check_input_size(size: int, models: list[str]) -> None:
+    """0 means native sizes; otherwise every pretrained model must accept ``size`` (``min_input_size``)."""
+    if not size:
+        return
+    floor = max([check_model_name(m).min_input_size for m in models if check_model_name(m).pretrained] or [1])
+    if not floor <= size <= MAX_INPUT_SIZE:
+        raise UsageError(
+            f"--input-size must be between {floor} and {MAX_INPUT_SIZE} px for these models, got {size} "
+            "(0 or no option: each model's native size)"
+        )
+
+
 def parse_config(argv: list[str]) -> RunConfig:
     """Validate everything before anything is written."""
     from datetime import datetime
@@ -212,6 +219,7 @@ def parse_config(argv: list[str]) -> RunConfig:
         raise UsageError(str(exc)) from None
     models, explicit = _models(args.models, args.quick)
     _check_choices(args)
+    _check_input_size(args.input_size, models)
     output = (
         Path(args.output).expanduser()
         if args.output

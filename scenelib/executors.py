@@ -8,7 +8,10 @@ extra) runs the trainings of many models as Ray tasks, each doing exactly what t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,44 @@ EXECUTORS = ("local", "ray")
 
 class ExecutorError(RuntimeError):
     """The executor cannot run here (Ray missing, a cluster unreachable, storage not shared): one line."""
+
+
+class Interrupts:
+    """Ctrl-C is remembered as well as raised. A KeyboardInterrupt can be lost on its way up (raised inside
+    a finalizer that a library's clean-up runs, which Python reports and drops), and a lost Ctrl-C would let
+    the run carry on and exit 0; the runner asks after every stage and stops then at the latest."""
+
+    seen = False
+
+    @classmethod
+    @contextlib.contextmanager
+    def remembered(cls):
+        """Install the remembering handler for the duration: in the main thread only, and not where Ctrl-C
+        is ignored (a job started in the background by a script) - elsewhere a no-op."""
+        if (
+            threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        ):
+            yield
+            return
+
+        def on_sigint(signum, frame):
+            cls.seen = True
+            raise KeyboardInterrupt
+
+        cls.seen = False
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            cls.seen = False
+            # None: a handler installed from C, which Python cannot re-install; the default is the closest.
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+    @classmethod
+    def raise_if_seen(cls) -> None:
+        if cls.seen:
+            raise KeyboardInterrupt
 
 
 def kernel_env(progress: Path | None = None) -> dict[str, str]:

@@ -96,6 +96,7 @@ class ModelSpec:
     default_strategy: str = "partial"
     pretrained: bool = True
     aux: Callable[[nn.Module, int], tuple[nn.Module, int]] | None = None  # (aux head, index of its block)
+    min_input_size: int = 32  # the smallest --input-size the architecture accepts
     notes: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
 
@@ -288,6 +289,7 @@ register(
         torchvision_name="inception_v3",
         trainable_blocks=3,
         aux=_inception_aux,
+        min_input_size=299,  # the auxiliary head pools a 17 px Mixed_6e map
         notes="auxiliary head trained with loss weight 0.4 when Mixed_6e is trained",
     )
 )

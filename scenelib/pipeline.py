@@ -17,7 +17,7 @@ from pathlib import Path
 from . import journal
 from .cli import REPO, RunConfig, UsageError, parse_config
 from .datasets import DatasetNotFoundError, load_dataset
-from .executors import NOTEBOOKS, ExecutorError, make_executor
+from .executors import NOTEBOOKS, ExecutorError, Interrupts, make_executor
 from .repeats import RANDOM_ONLY, prepare_repeat
 from .repeats import summarize as summarize_repeats
 from .rundir import (
@@ -32,7 +32,7 @@ from .rundir import (
     start_over,
     write_json,
 )
-from .runner import Interrupts, Runner, StageCall, StageOutcome, fingerprint, write_run_json
+from .runner import Runner, StageCall, StageOutcome, fingerprint, write_run_json
 from .splits import check_split_feasible
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -171,7 +171,7 @@ def _run_stages(cfg: RunConfig, run: RunDir, dataset, executor) -> int:
         )
         for model in cfg.models
     ]
-    outcomes = {c.model: runner.skip(c, SKIP_ON, why) for c, why in _without_weights(cfg, calls)}
+    outcomes = {c.model: runner.skip(c, SKIP_ON, why) for c, why in _without_weights(cfg, run, calls)}
     to_train = [c for c in calls if c.model not in outcomes]
     outcomes.update(zip([c.model for c in to_train], runner.stages(to_train), strict=True))
     for model in cfg.models:
@@ -229,13 +229,21 @@ def _repeat_training(cfg: RunConfig, run: RunDir, dataset, runner: Runner, param
     return failed
 
 
-def _without_weights(cfg: RunConfig, calls: list[StageCall]) -> list[tuple[StageCall, str]]:
+def _without_weights(cfg: RunConfig, run: RunDir, calls: list[StageCall]) -> list[tuple[StageCall, str]]:
     """Default models (skipped, not failed, without weights) whose pretrained weights are found missing
-    in the driver: no kernel is started for them. Named models go to their notebook, which fails."""
+    in the driver: no kernel is started for them. Named models go to their notebook, which fails. Only on
+    the local executor (Ray workers may hold weights the driver lacks), never for a training that --resume
+    will keep, and not with --strategy scratch (which needs no weights)."""
     from .models import check_model_name
     from .weights import missing_weights
 
-    found = [(c, missing_weights(check_model_name(c.model), cfg.weights)) for c in calls if c.skip_on]
+    if cfg.executor != "local" or cfg.strategy == "scratch":
+        return []
+    found = [
+        (c, missing_weights(check_model_name(c.model), cfg.weights))
+        for c in calls
+        if c.skip_on and not (cfg.resume and run.stage_done(c.key, c.marker))
+    ]
     return [(c, why) for c, why in found if why]
 
 

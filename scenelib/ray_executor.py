@@ -18,7 +18,16 @@ import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .executors import REPO, ExecutorError, Failure, Job, LocalExecutor, describe_failure, run_job
+from .executors import (
+    REPO,
+    ExecutorError,
+    Failure,
+    Interrupts,
+    Job,
+    LocalExecutor,
+    describe_failure,
+    run_job,
+)
 
 INSTALL = "pip install -e '.[ray]'"
 
@@ -106,6 +115,7 @@ class RayExecutor:
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                Interrupts.raise_if_seen()  # a Ctrl-C lost on its way up still stops the run within a second
                 for ref in ready:
                     job = pending.pop(ref)
                     try:

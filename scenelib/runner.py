@@ -7,51 +7,16 @@ progress line while it runs; times and statuses go to run.json after every stage
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import platform
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .cli import RunConfig
-from .executors import Job, run_job
+from .executors import Interrupts, Job, run_job
 from .progress import Watcher
 from .rundir import RunDir, read_json, write_json
-
-
-class Interrupts:
-    """Ctrl-C is remembered as well as raised. A KeyboardInterrupt can be lost on its way up (raised inside
-    a finalizer that a library's clean-up runs, which Python reports and drops), and a lost Ctrl-C would let
-    the run carry on and exit 0; the runner asks after every stage and stops then at the latest."""
-
-    seen = False
-
-    @classmethod
-    @contextlib.contextmanager
-    def remembered(cls):
-        """Install the remembering handler for the duration (main thread only; elsewhere a no-op)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def on_sigint(signum, frame):
-            cls.seen = True
-            raise KeyboardInterrupt
-
-        cls.seen = False
-        previous = signal.signal(signal.SIGINT, on_sigint)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-    @classmethod
-    def raise_if_seen(cls) -> None:
-        if cls.seen:
-            raise KeyboardInterrupt
 
 
 def fingerprint(paths: list[Path]) -> str:
@@ -151,9 +116,11 @@ class Runner:
             jobs.append(self._job(call))
 
         def done(job, failure) -> None:
-            Interrupts.raise_if_seen()
+            if Interrupts.seen and failure is not None:
+                raise KeyboardInterrupt  # as in ``stage``: a failure caused by Ctrl-C is not the model's
             call, start = started[job.key]
             outcomes[job.key] = self._finish(call, failure, time.perf_counter() - start)
+            Interrupts.raise_if_seen()
 
         with Watcher({started[j.key][0].title: j.progress for j in jobs}):
             self.executor.run_many(jobs, done)

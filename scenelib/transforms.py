@@ -114,10 +114,15 @@ def views(preset: str, size: int, seed: int = 0) -> list[View]:
         pipeline = _seed_pipeline(size)
 
         def seeded(x: torch.Tensor, k: int) -> torch.Tensor:
+            # Reseeded per image: view k is the same transform for every image, whatever batch it is in
+            # (the feature cache computes views in batches of different images).
             gen_state = torch.random.get_rng_state()
-            torch.manual_seed(seed * 1000 + k)
             try:
-                return torch.stack([pipeline(img) for img in x])
+                out = []
+                for img in x:
+                    torch.manual_seed(seed * 1000 + k)
+                    out.append(pipeline(img))
+                return torch.stack(out)
             finally:
                 torch.random.set_rng_state(gen_state)
 

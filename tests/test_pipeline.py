@@ -288,6 +288,9 @@ def test_input_size_changes_the_pretrained_models_and_every_stage_uses_it(tiny_d
     args += ["--epochs", "1", "--quick", "--calibration-images", "8", "--output", str(out)]
     assert main([*args, "--input-size", "16"]) == 2  # too small for an ImageNet backbone
     assert "--input-size must be between 32 and 1024" in capsys.readouterr().err and not out.exists()
+    inception = [*args[:4], "--models", "inception_v3", *args[6:]]
+    assert main([*inception, "--input-size", "224"]) == 2  # its auxiliary head needs 299 px
+    assert "between 299 and 1024" in capsys.readouterr().err and not out.exists()
     assert main([*args, "--input-size", "96"]) == 0
     run = RunDir(out)
     mobilenet, simple = read_json(run.train_json("mobilenet_v2")), read_json(run.train_json("simple_cnn"))
@@ -303,9 +306,15 @@ def test_input_size_changes_the_pretrained_models_and_every_stage_uses_it(tiny_d
 def test_a_default_model_without_weights_is_skipped_without_starting_its_notebook(
     tiny_dataset, tmp_path, monkeypatch, capsys
 ):
-    from scenelib import cli
+    from scenelib import cli, weights
     from scenelib.models import MODELS
     from scenelib.weights import missing_weights
+
+    def no_network(spec, arch):
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(weights, "_from_torchvision", no_network)  # the same answer on a machine online
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # and with nothing cached
 
     assert "resnet50" in missing_weights(MODELS["resnet50"]) and "To fix" in missing_weights(
         MODELS["resnet50"]

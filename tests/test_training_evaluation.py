@@ -163,3 +163,11 @@ def test_the_linear_probe_baseline_is_chosen_on_validation_and_learns():
     assert any(not torch.equal(before[k], v) for k, v in model.blocks[-1].state_dict().items())
     cfg.linear_probe = False
     assert train_model(model, spec, info.mean, info.std, train, val, test, 3, cfg).probe is None
+
+
+def test_a_seeded_view_is_the_same_transform_whatever_batch_an_image_is_in():
+    images = torch.randint(0, 255, (5, 3, 80, 80), dtype=torch.uint8)
+    view = views("seed", 64, seed=0)[2]
+    whole = view(images)
+    assert torch.equal(whole, torch.cat([view(images[3:]), view(images[:3])])[[2, 3, 4, 0, 1]])
+    assert not torch.equal(whole, views("seed", 64, seed=0)[3](images))  # another view, another transform

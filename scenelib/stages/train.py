@@ -61,8 +61,8 @@ def train_stage(
 ) -> TrainingOutcome:
     """Train ``model_name``; ``options`` are further ``TrainConfig`` fields (label_smoothing, scheduler,
     trainable_blocks, class_weights, patience, weight_decay) and ``head`` (a ``HeadConfig``).
-    ``input_size`` (px) replaces a pretrained model's native size; a model built for training from scratch
-    keeps its own (it is sized for its role: the simple CNN's 64 px)."""
+    ``input_size`` (px) replaces the native size of a model that has pretrained weights (even when it is
+    trained from scratch here); a model that has none keeps its own (sized for its role: simple_cnn's 64 px)."""
     if threads:
         torch.set_num_threads(threads)
     spec = check_model_name(model_name)
