@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .datasets import check_dataset_name, resolve_data_dir
 from .devices import DEVICE_CHOICES, DeviceError, resolve_device
-from .models import DEFAULT_MODELS, QUICK_MODELS, STRATEGIES, check_model_name
+from .models import MODEL_PRESETS, QUICK_MODELS, STRATEGIES, check_model_name
 from .splits import SPLIT_PRESETS
 from .transforms import AUGMENTATIONS
 from .weights import WEIGHT_MODES
@@ -36,7 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset", required=True, help="dataset name (ucmerced, intel, eurosat, cifar10, folder)"
     )
     p.add_argument("--data-dir", help="data folder (default: $SCENELIB_DATA_DIR, else ./data)")
-    p.add_argument("--models", default="auto", help="comma-separated model names, or 'auto'")
+    p.add_argument(
+        "--models",
+        default="auto",
+        help="comma-separated model names, or a preset: auto (the default set), accurate (the strongest "
+        "offline backbones: mobilenet_v2, efficientnet_lite0/1/2)",
+    )
     p.add_argument(
         "--epochs", type=int, help=f"training epochs (default {DEFAULT_EPOCHS}; {QUICK_EPOCHS} with --quick)"
     )
@@ -151,8 +156,10 @@ def _positive(name: str, value: int | float | None, allow_none: bool = True) -> 
 
 
 def _models(spec: str, quick: bool) -> tuple[list[str], bool]:
-    if spec == "auto":
-        return list(QUICK_MODELS if quick else DEFAULT_MODELS), False
+    if spec == "auto" and quick:
+        return list(QUICK_MODELS), False
+    if spec in MODEL_PRESETS:  # a preset's model without weights is skipped, as the default set's
+        return list(MODEL_PRESETS[spec]), False
     models = [m.strip() for m in spec.split(",") if m.strip()]
     if not models:
         raise UsageError(f"--models {spec!r} names no model; give names separated by commas, or 'auto'")

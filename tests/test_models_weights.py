@@ -16,6 +16,7 @@ from scenelib.models import (
     save_checkpoint,
     to_scene_classifier,
 )
+from scenelib.offline_weights import find_offline_weights
 from scenelib.training import TrainConfig, cut_point, frozen_prefix, trainable_part
 from scenelib.weights import WeightsUnavailableError, load_pretrained
 
@@ -137,3 +138,12 @@ def test_new_head_matches_class_count():
     spec = MODELS["mobilenet_v2"]
     model = to_scene_classifier(spec, spec.build(), 21, HeadConfig())
     assert model.head[-1].out_features == 21
+
+
+def test_the_accurate_preset_names_the_strongest_offline_backbones(tmp_path):
+    from scenelib.cli import parse_config
+
+    cfg = parse_config(["--dataset", "ucmerced", "--models", "accurate", "--output", str(tmp_path / "r")])
+    assert cfg.models == ["mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+    assert not cfg.explicit_models  # like the default set: a model without weights is skipped, not failed
+    assert all(find_offline_weights(m) is not None for m in cfg.models)  # all of them train offline
