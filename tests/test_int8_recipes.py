@@ -181,3 +181,22 @@ def test_a_variant_slower_than_its_fp32_is_not_worth_its_tta():
     # Rejected on validation: never recommended, so its test TTA is not worth the time either.
     tta, note = tta_plan(fast, fp32, 3.0, 8, 60, status="rejected: every recipe lost more than 0.5 pt")
     assert not tta and note.startswith("never recommended")
+
+
+def test_the_quick_speed_check_times_the_candidate_and_its_fp32_in_turn():
+    import time
+
+    from scenelib.stages.quantize import slower
+
+    order = []
+
+    def candidate():
+        order.append("candidate")
+        time.sleep(0.004)
+
+    def source():
+        order.append("fp32")
+
+    assert slower("eager fp32", candidate, source).startswith("slower than eager fp32 (")
+    assert order[2:6] == ["candidate", "fp32", "candidate", "fp32"]  # in turn: a load burst hits both
+    assert slower("eager fp32", source, candidate) == ""

@@ -70,22 +70,22 @@ def machine_of(run: RunDir, threads: int) -> dict:
     return machine_record(threads, reference=False)
 
 
-def slower(reference: str, ms: float, reference_ms: float) -> str:
-    """Why a variant cannot pay ("" if it might): slower than its fp32 source in a quick check. The later
-    recipes of a sequence keep more layers in fp32 or change only the calibration: none can make it faster."""
+def slower(reference: str, candidate: Callable, source: Callable, calls: int = 7) -> str:
+    """Why a variant cannot pay ("" if it might): slower than its fp32 ``source`` in a quick check. The two
+    are called in turn and their medians compared, so a burst of load on a shared machine slows both
+    rather than deciding the outcome. The later recipes of a sequence keep more layers in fp32 or change
+    only the calibration: none can make it faster."""
+    candidate(), source()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(calls):
+        for fn, out in ((candidate, times[0]), (source, times[1])):
+            start = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - start) * 1000.0)
+    ms, reference_ms = float(np.median(times[0])), float(np.median(times[1]))
     if ms <= reference_ms:
         return ""
     return f"slower than {reference} ({ms:.1f} vs {reference_ms:.1f} ms, quick check)"
-
-
-def quick_median_ms(fn: Callable, calls: int = 6) -> float:
-    fn()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return float(np.median(times))
 
 
 class ModelVariants:
@@ -181,7 +181,6 @@ class ModelVariants:
             quantize_onnx(self.run.onnx_fp32(self.name), path, self.calibration.numpy(), recipe)
             return recipe.name, ort_session(str(path), self.threads)
 
-        fp32_ms = quick_median_ms(self.calls["onnx-fp32"])
         guard = guarded_search(
             ort_recipes(self.int8_class),
             build,
@@ -190,7 +189,7 @@ class ModelVariants:
             self.val_probs["onnx-fp32"],
             n_views=len(self.val_views),
             too_slow=lambda built: slower(
-                "ONNX fp32", quick_median_ms(onnx_infer(built[1], self.x1)), fp32_ms
+                "ONNX fp32", onnx_infer(built[1], self.x1), self.calls["onnx-fp32"]
             ),
         )
         for attempt in guard.attempts:  # keep only the chosen recipe's file, under the documented name
@@ -202,8 +201,6 @@ class ModelVariants:
         self._finish("onnx-int8", guard, lambda: ort_session(str(final), self.threads), final)
 
     def build_torch_int8(self) -> None:
-        eager_ms = quick_median_ms(self.calls["fp32"])
-
         def build(recipe):
             with warnings.catch_warnings(record=True) as caught:  # deprecations are recorded, not shown
                 warnings.simplefilter("always")
@@ -226,7 +223,7 @@ class ModelVariants:
             self.fp32_val(),
             n_views=len(self.val_views),
             too_slow=lambda built: slower(
-                "eager fp32", quick_median_ms(torch_infer(built[2], torch.from_numpy(self.x1))), eager_ms
+                "eager fp32", torch_infer(built[2], torch.from_numpy(self.x1)), self.calls["fp32"]
             ),
         )
         path = self.run.torch_int8(self.name)
