@@ -33,6 +33,9 @@ def _start(args: list[str]) -> subprocess.Popen:
         text=True,
         start_new_session=True,  # its own process group, as a shell gives a foreground job
         env={**os.environ, "PYTHONPATH": str(REPO)},
+        # A foreground job hears Ctrl-C even where this suite runs with SIGINT ignored (a background job of
+        # a script inherits SIG_IGN, and a driver started so rightly ignores Ctrl-C).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -123,9 +126,28 @@ def test_a_ctrl_c_lost_inside_a_stage_still_stops_the_run(tiny_dataset, tmp_path
 
     monkeypatch.setattr(runner, "run_job", swallowing_run_job)
     out = tmp_path / "run"
-    assert main(tiny_args(tiny_dataset, out)) == 130
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        assert main(tiny_args(tiny_dataset, out)) == 130
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert ran == ["01_explore_data"]
     err = capsys.readouterr().err
     assert f"--resume --output {out}" in err
     assert "01_explore_data" in (out / "run.json").read_text()  # the finished stage was recorded
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+
+
+def test_a_driver_started_with_ctrl_c_ignored_keeps_ignoring_it():
+    """``nohup python run_all.py ... &`` from a script: SIGINT is ignored, and stays so during the run."""
+    from scenelib.executors import Interrupts
+
+    inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with Interrupts.remembered():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)  # ignored: no KeyboardInterrupt, nothing remembered
+            time.sleep(0.2)
+        assert not Interrupts.seen and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, inherited)
