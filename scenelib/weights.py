@@ -8,7 +8,9 @@ download when online); (2) an offline provider, real ImageNet weights shipped in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -147,7 +149,9 @@ def missing_weights(spec: ModelSpec, weights: str = "auto") -> str | None:
     if weights in ("auto", "offline") and find_offline_weights(spec.name) is not None:
         return None
     try:
-        load_pretrained(spec, weights)
+        # torch.hub announces each download attempt on stderr; the outcome is what the run reports.
+        with contextlib.redirect_stderr(io.StringIO()):
+            load_pretrained(spec, weights)
     except WeightsUnavailableError as exc:
         return str(exc)
     return None
