@@ -207,7 +207,8 @@ def _check_input_size(size: int, models: list[str]) -> None:
     """0 means native sizes; otherwise every pretrained model must accept ``size`` (``min_input_size``)."""
     if not size:
         return
-    floor = max([check_model_name(m).min_input_size for m in models if check_model_name(m).pretrained] or [1])
+    specs = [check_model_name(m) for m in models]
+    floor = max([s.min_input_size for s in specs if s.pretrained] or [1])
     if not floor <= size <= MAX_INPUT_SIZE:
         raise UsageError(
             f"--input-size must be between {floor} and {MAX_INPUT_SIZE} px for these models, got {size} "

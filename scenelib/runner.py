@@ -89,11 +89,7 @@ class Runner:
         start, job = time.perf_counter(), self._job(call)
         with Watcher({call.title: job.progress}):
             failure = run_job(job, self.executor)
-        if Interrupts.seen and failure is not None:
-            raise KeyboardInterrupt  # the stage failed because it was interrupted: not its model's failure
-        outcome = self._finish(call, failure, time.perf_counter() - start)
-        Interrupts.raise_if_seen()  # a finished stage is kept; the Ctrl-C that arrived during it still counts
-        return outcome
+        return self._finish_heeding_ctrl_c(call, failure, time.perf_counter() - start)
 
     def skip(self, call: StageCall, name: str, message: str) -> StageOutcome:
         """Record ``call`` as skipped for a reason known before it runs (no kernel is started)."""
@@ -116,11 +112,8 @@ class Runner:
             jobs.append(self._job(call))
 
         def done(job, failure) -> None:
-            if Interrupts.seen and failure is not None:
-                raise KeyboardInterrupt  # as in ``stage``: a failure caused by Ctrl-C is not the model's
             call, start = started[job.key]
-            outcomes[job.key] = self._finish(call, failure, time.perf_counter() - start)
-            Interrupts.raise_if_seen()
+            outcomes[job.key] = self._finish_heeding_ctrl_c(call, failure, time.perf_counter() - start)
 
         with Watcher({started[j.key][0].title: j.progress for j in jobs}):
             self.executor.run_many(jobs, done)
@@ -142,6 +135,15 @@ class Runner:
         self.run.clear_stage(call.key)
         self.log(f"{call.title}: running")
         return None
+
+    def _finish_heeding_ctrl_c(self, call: StageCall, failure, seconds: float) -> StageOutcome:
+        """``_finish``, unless a Ctrl-C arrived meanwhile: a stage that failed because of it is not its
+        model's failure (nothing is recorded); a stage that finished is kept, then the run stops."""
+        if Interrupts.seen and failure is not None:
+            raise KeyboardInterrupt
+        outcome = self._finish(call, failure, seconds)
+        Interrupts.raise_if_seen()
+        return outcome
 
     def _finish(self, call: StageCall, failure: tuple[str, str] | None, seconds: float) -> StageOutcome:
         if failure is None:

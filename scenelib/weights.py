@@ -57,13 +57,18 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _hub_file(weights: torchvision.models.WeightsEnum) -> Path:
+    """Where torchvision's weights API caches (and looks for) ``weights``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
 def _from_torchvision(spec: ModelSpec, arch: nn.Module) -> WeightsInfo:
     if not spec.torchvision_name:
         raise WeightsUnavailableError(f"{spec.name} is not a torchvision model")
     weights = torchvision.models.get_model_weights(spec.torchvision_name).DEFAULT
     state = weights.get_state_dict(progress=False, check_hash=True)  # cache first, else download
     load_backbone(arch, state, f"torchvision {weights}")
-    file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    file = _hub_file(weights)
     top1 = weights.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
     # spec.mean/std, not weights.transforms(): Inception's blocks expect the (x - 0.5) / 0.5 input that
     # torchvision's transform_input would otherwise produce inside the model.
@@ -142,10 +147,12 @@ def missing_weights(spec: ModelSpec, weights: str = "auto") -> str | None:
     stage then reads)."""
     if weights == "none" or not spec.pretrained or weights not in WEIGHT_MODES:
         return None
-    if weights in ("auto", "torchvision") and spec.torchvision_name:
-        url = torchvision.models.get_model_weights(spec.torchvision_name).DEFAULT.url
-        if (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)).is_file():
-            return None
+    cached = (
+        spec.torchvision_name
+        and _hub_file(torchvision.models.get_model_weights(spec.torchvision_name).DEFAULT).is_file()
+    )
+    if weights in ("auto", "torchvision") and cached:
+        return None
     if weights in ("auto", "offline") and find_offline_weights(spec.name) is not None:
         return None
     try:

@@ -75,14 +75,10 @@ def slower(reference: str, candidate: Callable, source: Callable, calls: int = 7
     are called in turn and their medians compared, so a burst of load on a shared machine slows both
     rather than deciding the outcome. The later recipes of a sequence keep more layers in fp32 or change
     only the calibration: none can make it faster."""
-    candidate(), source()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(calls):
-        for fn, out in ((candidate, times[0]), (source, times[1])):
-            start = time.perf_counter()
-            fn()
-            out.append((time.perf_counter() - start) * 1000.0)
-    ms, reference_ms = float(np.median(times[0])), float(np.median(times[1]))
+    timings = time_interleaved(
+        {"candidate": candidate, "source": source}, warmup=1, rounds=calls, runs_per_round=1
+    )
+    ms, reference_ms = timings["candidate"].median, timings["source"].median
     if ms <= reference_ms:
         return ""
     return f"slower than {reference} ({ms:.1f} vs {reference_ms:.1f} ms, quick check)"
