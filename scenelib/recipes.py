@@ -15,6 +15,9 @@ sequence per kernel family; ``guarded_search`` walks it:
 4. stop at the first recipe that loses at most ``tolerance_pt`` points; otherwise keep the recipe with the
    best validation accuracy and mark the variant ``rejected`` (it is still reported, never recommended).
 
+A kept recipe is only a candidate: the report recommends it only if the count of validation images whose
+answer it changes bounds the loss within the tolerance at 95 % confidence (``claims.change_bound``).
+
 Every attempt (recipe, validation accuracy, change, agreement with fp32, seconds) is returned for the record.
 Test images are never read here.
 """
@@ -141,6 +144,8 @@ class Attempt:
     agreement: float | None = None  # share of validation images where it predicts what fp32 predicts
     seconds: float = 0.0
     views: int = 0  # validation views measured: all of them, or 1 for a variant slower than fp32
+    changed: int | None = None  # validation images whose plain-view answer differs from fp32's
+    images: int = 0  # validation images
 
 
 @dataclass
@@ -181,8 +186,11 @@ Validate = Callable[[object, int], np.ndarray]  # (artifact, n views) -> probabi
 
 
 def _attempt(recipe: str, probs: np.ndarray, labels: np.ndarray, reference: np.ndarray, views: int, start):
+    """Scores on ``views`` stacked views of the same images; the plain view (the first) gives the count of
+    changed answers that ``claims.change_bound`` turns into the recommendation's bound."""
     guess = probs.argmax(1)
     acc = float((guess == labels).mean())
+    images = len(labels) // views
     return Attempt(
         recipe,
         "ok",
@@ -191,6 +199,8 @@ def _attempt(recipe: str, probs: np.ndarray, labels: np.ndarray, reference: np.n
         float((guess == reference).mean()),
         time.perf_counter() - start,
         views,
+        int((guess[:images] != reference[:images]).sum()),
+        images,
     )
 
 

@@ -305,6 +305,8 @@ print(logits.argmax())  # index into the class names (the 'label' / 'class' colu
 VARIANT_FORMATS = {
     "val. change pt": "{:+.2f}",
     "val. views": "{:.0f}",
+    "val. answers changed": "{:.0f}",
+    "changed ≤ % (95%)": "{:.2f}",
     "accuracy": "{:.2%}",
     "change pt": "{:+.2f}",
     "accuracy_tta": "{:.2%}",
@@ -351,6 +353,8 @@ def variants_frame(record: dict) -> pd.DataFrame:
                     "status": e.get("status"),
                     "val. change pt": e.get("val_change_pt"),
                     "val. views": e.get("val_views"),
+                    "val. answers changed": e.get("val_changed"),
+                    "changed ≤ % (95%)": e.get("val_change_bound_pt"),
                     "accuracy": e.get("accuracy"),
                     "change pt": e.get("change_pt"),
                     "accuracy_tta": e.get("accuracy_tta"),

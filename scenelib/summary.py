@@ -10,10 +10,20 @@ import numpy as np
 import pandas as pd
 
 from . import journal
-from .claims import ALPHA, MIN_INT8_SPEEDUP, NEAR_BEST_PT, claims, mcnemar, test_guess, wilson_interval
+from .claims import (
+    ALPHA,
+    MIN_INT8_SPEEDUP,
+    NEAR_BEST_PT,
+    change_bound,
+    claims,
+    mcnemar,
+    test_guess,
+    wilson_interval,
+)
 from .ensemble import name as ensemble_name
 from .ensemble import read as read_ensemble
 from .evaluation import Predictions
+from .recipes import TOLERANCE_PT
 from .repeats import REPEATS_CSV, spread
 from .report import esc, results_frame
 from .rundir import RunDir, read_json
@@ -83,7 +93,10 @@ def summary_lines(run: RunDir) -> list[str]:
             change = a.get("test_change_pt")
             lines.append(
                 f"- **Deploy {esc(name)} as {a['variant']}** (INT8, chosen on validation: "
-                f"{a['val_change_pt']:+.2f} pt against its fp32): {a['latency_ms']:.1f} ms, "
+                f"{a['val_change_pt']:+.2f} pt against its fp32; it changed {a['val_changed']} of "
+                f"{a['val_images']:,} validation answers, at most "
+                f"{change_bound(a['val_changed'], a['val_images']):.2f}% at 95% confidence): "
+                f"{a['latency_ms']:.1f} ms, "
                 f"{a['baseline_latency_ms'] / a['latency_ms']:.1f}x faster than {a['baseline']}; {acc}"
                 + (
                     f", {change:+.2f} pt on test (McNemar p = {test['p_value']:.2g})"
@@ -93,11 +106,12 @@ def summary_lines(run: RunDir) -> list[str]:
                 + "."
             )
         else:
-            why = "; ".join(a["why_not_int8"]) or "no INT8 variant was built"
+            why = "; ".join(a["why_not_int8"]) or "none was built"
             lines.append(
-                f"- **Deploy {esc(name)} as {a['baseline']}** ({a['latency_ms']:.1f} ms, {acc}): INT8 does not pay "
-                f"on this CPU ({esc(why)}; INT8 must hold validation accuracy within the tolerance and be "
-                f"{MIN_INT8_SPEEDUP:g}x faster)."
+                f"- **Deploy {esc(name)} as {a['baseline']}** ({a['latency_ms']:.1f} ms, {acc}): no INT8 variant "
+                f"is recommended ({esc(why)}). An INT8 variant is recommended when validation shows, at 95% "
+                f"confidence, that it changes at most {TOLERANCE_PT:g}% of answers (so loses at most "
+                f"{TOLERANCE_PT:g} pt), and it runs {MIN_INT8_SPEEDUP:g}x faster."
             )
     if ensemble_line(run):
         lines.append(ensemble_line(run))
@@ -225,8 +239,9 @@ def repeats_table(run: RunDir) -> pd.DataFrame:
 READING_GUIDE = (
     "**How to read these numbers.** Every choice in this report (best model, kept epoch, INT8 recipe, "
     "recommended deployment) was made on the validation split (INT8 recipes on every view of every validation "
-    "image, a finer measure than the images alone; a candidate slower than its fp32, which is never "
-    "recommended, on the plain view only); the test split was only used to report the "
+    "image; a candidate slower than its fp32, which is never recommended, on the plain view only; an INT8 "
+    "model is recommended only if the 95% upper bound of the validation answers it changes is within the "
+    "tolerance, which a split of a few hundred images cannot show); the test split was only used to report the "
     "chosen models' numbers, so they are unbiased estimates. Test accuracies carry a 95% Wilson interval and "
     "macro-F1 a 95% bootstrap interval: with {n_test} test images one image is {one:.2f} points. Two models "
     "(or a variant and its fp32) are compared with McNemar's exact test on the same test images; where "

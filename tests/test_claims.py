@@ -9,7 +9,9 @@ import pytest
 
 from scenelib import summary as sm
 from scenelib.claims import (
+    change_bound,
     deployment_advice,
+    images_to_show,
     macro_f1_batched,
     macro_f1_interval,
     mcnemar,
@@ -68,13 +70,25 @@ def test_mcnemar_counts_only_discordant_images():
     assert (t["only_a_right"], t["only_b_right"]) == (2, 1) and not t["distinguishable"]
 
 
-def _variant(status="ok", ms=10.0, val=0.0, acc=0.98, noisy=False):
+def _variant(status="ok", ms=10.0, val=0.0, acc=0.98, noisy=False, changed=0, images=2000):
     return {
         "status": status,
         "latency": {"median_ms": ms, "noisy": noisy},
         "val_change_pt": val,
+        "val_changed": changed,
+        "val_images": images,
         "accuracy": acc,
     }
+
+
+def test_the_change_bound_is_clopper_pearson_one_sided():
+    # No change in n images: the exact bound is 1 - 0.05 ** (1 / n); 147 images bound it to 2.0% only.
+    for n in (147, 598, 2000):
+        assert change_bound(0, n) == pytest.approx(100 * (1 - 0.05 ** (1 / n)))
+    assert change_bound(1, 147) == pytest.approx(3.19, abs=0.01) and change_bound(147, 147) == 100
+    assert images_to_show(0.5) == 598 and change_bound(0, 597) > 0.5 >= change_bound(0, 598)
+    n = images_to_show(0.5, changed=3)
+    assert change_bound(3, n) <= 0.5 < change_bound(3, n - 1)
 
 
 def test_int8_is_recommended_only_when_it_holds_and_pays():
@@ -90,6 +104,26 @@ def test_int8_is_recommended_only_when_it_holds_and_pays():
     rejected = _variant(status="rejected: every recipe ...; best u8s8 at -10.60 pt", ms=3.0)
     a = deployment_advice({**base, "onnx-int8": rejected, "int8-torch": _variant(ms=2.0, noisy=True)})
     assert a["variant"] == "onnx-fp32" and len(a["why_not_int8"]) == 2
+
+
+def test_int8_that_held_on_a_small_validation_split_is_not_recommended():
+    """UC Merced's case: -0.34 pt over the views of 147 images, 1 plain-view answer changed, 1.2x faster,
+    then -1.43 pt on test. 147 images bound the change only to 3.2%: not recommended, and the reason says
+    how many images would show it."""
+    base = {"fp32": _variant(ms=17), "onnx-fp32": _variant(ms=4.8)}
+    held = _variant(ms=4.1, val=-0.34, changed=1, images=147)
+    a = deployment_advice({**base, "int8-torch": held})
+    assert a["variant"] == "onnx-fp32" and not a["int8"]
+    (why,) = a["why_not_int8"]
+    assert "int8-torch is not shown within 0.5 pt" in why and "1 of 147" in why and "3.2%" in why
+    assert "947 validation images" in why
+    # The same change rate on enough images is shown: recommended.
+    a = deployment_advice({**base, "int8-torch": _variant(ms=4.1, val=-0.05, changed=1, images=2000)})
+    assert a["variant"] == "int8-torch" and (a["val_changed"], a["val_images"]) == (1, 2000)
+    # A quantization.json without the count cannot show it either.
+    old = {k: v for k, v in held.items() if k != "val_changed"}
+    a = deployment_advice({**base, "int8-torch": old})
+    assert not a["int8"] and "no count of changed validation answers" in a["why_not_int8"][0]
 
 
 @pytest.fixture
@@ -122,6 +156,8 @@ def test_a_lost_point_is_a_negative_change_in_the_sentence(finished_run):
         status="ok",
         recipe="u8u8",
         val_change_pt=0.0,
+        val_changed=0,
+        val_images=5000,
         accuracy=onnx_fp32["accuracy"] - 0.0222,
         change_pt=-2.22,
         latency={**onnx_fp32["latency"], "median_ms": onnx_fp32["latency"]["median_ms"] / 3, "noisy": False},
@@ -131,6 +167,7 @@ def test_a_lost_point_is_a_negative_change_in_the_sentence(finished_run):
     write_json(run.quantization_json, record)
     line = next(x for x in sm.summary_lines(run) if x.startswith("- **Deploy simple_cnn"))
     assert "as onnx-int8" in line and "-2.22 pt on test" in line and "+2.22" not in line
+    assert "changed 0 of 5,000 validation answers, at most 0.06% at 95% confidence" in line
 
 
 def test_calibration_and_the_guard_read_no_test_image(finished_run, monkeypatch):
@@ -152,6 +189,13 @@ def test_calibration_and_the_guard_read_no_test_image(finished_run, monkeypatch)
     mv.build_torch_int8()
     assert read and not test_paths.intersection(read)
     assert mv.info["variants"]["onnx-int8"]["guard"]["attempts"]
+    # What the recommendation needs is recorded per kept variant: changed answers of the validation images.
+    n_val = len(split_rows(read_manifest(run.splits_csv), "val"))
+    for variant in ("onnx-int8", "int8-torch"):
+        entry = mv.info["variants"][variant]
+        if entry.get("recipe"):
+            assert entry["val_images"] == n_val and 0 <= entry["val_changed"] <= n_val
+            assert entry["val_change_bound_pt"] == change_bound(entry["val_changed"], n_val)
 
 
 def test_the_linear_probe_row_compares_like_with_like(finished_run):

@@ -82,6 +82,8 @@ def test_guard_falls_back_from_a_bad_recipe_and_records_both():
     first, second = result.attempts
     assert first.change_pt == pytest.approx(-100 / 3) and first.agreement == pytest.approx(2 / 3)
     assert second.change_pt == 0 and second.val_accuracy == 1 and second.views == 2
+    # Changed answers are counted per image on the plain view (the first 15 of the 30 stacked rows).
+    assert (first.changed, first.images) == (5, 15) and (second.changed, second.images) == (0, 15)
 
 
 def test_guard_keeps_the_best_when_none_holds_and_marks_it_rejected():

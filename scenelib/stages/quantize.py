@@ -20,7 +20,7 @@ import torch
 
 from .. import ensemble, journal, progress
 from ..benchmark import file_mb, onnx_infer, time_interleaved, torch_infer
-from ..claims import interval_columns
+from ..claims import change_bound, interval_columns
 from ..evaluation import Predictions, accuracy_and_f1
 from ..features import extract_views, ort_session
 from ..hardware import machine_record
@@ -247,6 +247,8 @@ class ModelVariants:
         self.val_probs[variant] = None  # measured by the guard: see guard.attempts
         entry["val_accuracy"], entry["val_change_pt"] = kept.val_accuracy, kept.change_pt
         entry["val_views"] = kept.views
+        entry["val_changed"], entry["val_images"] = kept.changed, kept.images
+        entry["val_change_bound_pt"] = change_bound(kept.changed, kept.images)
         entry["val_accuracy_single_view"] = self.single_val.get(f"{variant}:{guard.recipe}")
 
     def validation_summary(self) -> None:
