@@ -157,9 +157,9 @@ def not_shown(entry: dict) -> str:
     if bound <= TOLERANCE_PT + 1e-9:
         return ""
     return (
-        f"is not shown within {TOLERANCE_PT:g} pt: it changed {changed} of {n} validation answers, at most "
-        f"{bound:.1f}% at 95% confidence (it would take {images_to_show(TOLERANCE_PT, changed):,} validation "
-        f"images with {changed} changed)"
+        f"is not shown within {TOLERANCE_PT:g} pt ({changed} of {n:,} validation answers changed: at most "
+        f"{bound:.1f}% at 95% confidence; {images_to_show(TOLERANCE_PT, changed):,} images with {changed} "
+        "changed would show it)"
     )
 
 

@@ -16,6 +16,7 @@ from .claims import (
     NEAR_BEST_PT,
     change_bound,
     claims,
+    images_to_show,
     mcnemar,
     test_guess,
     wilson_interval,
@@ -27,6 +28,7 @@ from .recipes import TOLERANCE_PT
 from .repeats import REPEATS_CSV, spread
 from .report import esc, results_frame
 from .rundir import RunDir, read_json
+from .splits import read_manifest, split_rows
 
 
 def _pct(x: float | None) -> str:
@@ -109,10 +111,10 @@ def summary_lines(run: RunDir) -> list[str]:
             why = "; ".join(a["why_not_int8"]) or "none was built"
             lines.append(
                 f"- **Deploy {esc(name)} as {a['baseline']}** ({a['latency_ms']:.1f} ms, {acc}): no INT8 variant "
-                f"is recommended ({esc(why)}). An INT8 variant is recommended when validation shows, at 95% "
-                f"confidence, that it changes at most {TOLERANCE_PT:g}% of answers (so loses at most "
-                f"{TOLERANCE_PT:g} pt), and it runs {MIN_INT8_SPEEDUP:g}x faster."
+                f"is recommended: {esc(why)}."
             )
+    if c["advice"]:
+        lines.append(int8_rule_line(run))
     if ensemble_line(run):
         lines.append(ensemble_line(run))
     if probe_line(run):
@@ -136,6 +138,18 @@ def _mean_std(mean: float, std: float) -> str:
     if not math.isfinite(mean):
         return ""
     return f"{100 * mean:.2f}%" + (f" ± {100 * std:.2f}" if math.isfinite(std) else "")
+
+
+def int8_rule_line(run: RunDir) -> str:
+    """The INT8 recommendation rule, once, with what it asks of this run's validation split."""
+    images = len(split_rows(read_manifest(run.splits_csv), "val")) if run.splits_csv.exists() else 0
+    line = (
+        f"- **When INT8 is recommended**: when it runs {MIN_INT8_SPEEDUP:g}x faster than the fastest fp32 runtime "
+        f"and validation shows, at 95% confidence, that it changes at most {TOLERANCE_PT:g}% of answers, so "
+        f"loses at most {TOLERANCE_PT:g} pt (a one-sided Clopper-Pearson bound on the validation images whose "
+        f"answer it changes). With no changed answer that takes {images_to_show(TOLERANCE_PT):,} validation images"
+    )
+    return line + (f"; this run has {images:,}." if images else ".")
 
 
 def ensemble_line(run: RunDir) -> str:

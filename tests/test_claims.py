@@ -116,7 +116,7 @@ def test_int8_that_held_on_a_small_validation_split_is_not_recommended():
     assert a["variant"] == "onnx-fp32" and not a["int8"]
     (why,) = a["why_not_int8"]
     assert "int8-torch is not shown within 0.5 pt" in why and "1 of 147" in why and "3.2%" in why
-    assert "947 validation images" in why
+    assert "947 images with 1 changed" in why
     # The same change rate on enough images is shown: recommended.
     a = deployment_advice({**base, "int8-torch": _variant(ms=4.1, val=-0.05, changed=1, images=2000)})
     assert a["variant"] == "int8-torch" and (a["val_changed"], a["val_images"]) == (1, 2000)
@@ -168,6 +168,15 @@ def test_a_lost_point_is_a_negative_change_in_the_sentence(finished_run):
     line = next(x for x in sm.summary_lines(run) if x.startswith("- **Deploy simple_cnn"))
     assert "as onnx-int8" in line and "-2.22 pt on test" in line and "+2.22" not in line
     assert "changed 0 of 5,000 validation answers, at most 0.06% at 95% confidence" in line
+    # The same variant with this run's own few validation images and no change: not shown, not recommended.
+    n_val = len(split_rows(read_manifest(run.splits_csv), "val"))
+    variants["onnx-int8"]["val_images"] = n_val
+    write_json(run.quantization_json, record)
+    lines = sm.summary_lines(run)
+    line = next(x for x in lines if x.startswith("- **Deploy simple_cnn"))
+    assert "as onnx-fp32" in line and f"onnx-int8 is not shown within 0.5 pt (0 of {n_val} validation" in line
+    rule = next(x for x in lines if x.startswith("- **When INT8 is recommended**"))
+    assert f"that takes 598 validation images; this run has {n_val}." in rule
 
 
 def test_calibration_and_the_guard_read_no_test_image(finished_run, monkeypatch):

@@ -183,6 +183,12 @@ def test_a_variant_slower_than_its_fp32_is_not_worth_its_tta():
     # Rejected on validation: never recommended, so its test TTA is not worth the time either.
     tta, note = tta_plan(fast, fp32, 3.0, 8, 60, status="rejected: every recipe lost more than 0.5 pt")
     assert not tta and note.startswith("never recommended")
+    # Held on validation, but too few validation images to show it: never recommended either.
+    tta, note = tta_plan(fast, fp32, 3.0, 8, 60, unshown="is not shown within 0.5 pt (1 of 147 ...)")
+    assert (
+        not tta
+        and note == "never recommended (it is not shown within 0.5 pt): single view evaluated, TTA not"
+    )
 
 
 def test_the_quick_speed_check_times_the_candidate_and_its_fp32_in_turn():

@@ -20,7 +20,7 @@ import torch
 
 from .. import ensemble, journal, progress
 from ..benchmark import file_mb, onnx_infer, time_interleaved, torch_infer
-from ..claims import change_bound, interval_columns
+from ..claims import change_bound, interval_columns, not_shown
 from ..evaluation import Predictions, accuracy_and_f1
 from ..features import extract_views, ort_session
 from ..hardware import machine_record
@@ -267,17 +267,20 @@ class ModelVariants:
 
 
 def tta_plan(
-    timing, own, single_seconds: float, n_views: int, budget_s: float, status: str = "ok"
+    timing, own, single_seconds: float, n_views: int, budget_s: float, status: str = "ok", unshown: str = ""
 ) -> tuple[bool, str]:
     """Whether to evaluate a variant's TTA views on test, and the note saying why not.
 
-    A variant the guard did not accept, or one slower than its own fp32 (on timings not marked noisy), is
-    never recommended: its single view is still measured, but its TTA is not worth minutes. Any other variant
+    A variant the guard did not accept, one whose hold validation cannot show (``unshown``, from
+    ``claims.not_shown``), or one slower than its own fp32 (on timings not marked noisy), is never
+    recommended: its single view is still measured, but its TTA is not worth minutes. Any other variant
     gets TTA if it fits the budget."""
     if n_views < 2:
         return False, ""
     if status != "ok":
         return False, "never recommended: single view evaluated, TTA not"
+    if unshown:
+        return False, f"never recommended (it {unshown.split(' (')[0]}): single view evaluated, TTA not"
     if timing.median > own.median and not (timing.noisy or own.noisy):
         return False, (
             f"not recommended: slower than its fp32 ({timing.median:.1f} vs {own.median:.1f} ms); "
@@ -319,6 +322,7 @@ def evaluate_on_test(mv: ModelVariants, rounds: int, tta_budget_s: float) -> dic
                 len(test_views),
                 tta_budget_s,
                 entry["status"],
+                not_shown(entry) if variant in ("onnx-int8", "int8-torch") else "",
             )
         if tta:
             probs = np.concatenate([probs, predict(runner, test_images, mv.mean, mv.std, test_views[1:])])
