@@ -40,6 +40,7 @@ from IPython.display import Markdown, display
 from scenelib import plots
 from scenelib import report as rp
 from scenelib import summary as sm
+from scenelib.claims import deployment_advice
 from scenelib.rundir import open_run
 from scenelib.stages.quantize import quantize_stage
 
@@ -62,7 +63,8 @@ rp.variants_table(variants)
 # %% [markdown]
 # ## Every recipe the guard tried
 # On the validation split, in the order of this CPU's sequence; the search stops at the first recipe that
-# holds. "Views": validation views measured (1 for a candidate slower than its fp32). "Agreement" is the
+# holds. A validation split too small to show any INT8 variant holds (under 598 images) gets only the first
+# recipe: no fallback could be recommended, and they cost minutes. "Views": validation views measured (1 for a candidate slower than its fp32). "Agreement" is the
 # share of validation images on which the variant predicts what its fp32 predicts; the fp32 reference is the
 # ONNX export where it exists (its logits are checked against PyTorch's).
 
@@ -96,15 +98,18 @@ for name, info in record["models"].items():
     for variant, entry in info["variants"].items():
         guard = entry.get("guard") or {}
         stopped = guard.get("stopped", "")
-        extra = " ".join(x for x in (entry.get("note", ""), stopped) if x and x not in entry["status"])
+        notes = (entry.get("search", ""), entry.get("note", ""), stopped)
+        extra = ". ".join(x for x in notes if x and x not in entry["status"])
         if entry["status"] != "ok" or extra:
             display(Markdown(f"- {variant}: {rp.esc(entry['status'])}. {rp.esc(extra)}"))
 
 # %% [markdown]
 # ## Running the deployed model
-# The ONNX file needs only `onnxruntime`, NumPy and Pillow:
+# The ONNX file needs only `onnxruntime`, NumPy and Pillow (the INT8 file where INT8 is the recommended
+# deployment, see the report's summary):
 
 # %%
 first = next(iter(record["models"]), None)
 if first:
-    display(Markdown(rp.onnx_snippet(run, first)))
+    advice = deployment_advice(record["models"][first]["variants"])
+    display(Markdown(rp.onnx_snippet(run, first, advice.get("variant") == "onnx-int8")))

@@ -214,18 +214,22 @@ if run.quantization_json.exists():
         "each variant; × and pt compare each variant with its own runtime's fp32 (negative pt = lost accuracy)."
     )
     display(rp.variants_table(qv))
-    display(Markdown("INT8 recipes tried on the validation split (the first that held was kept):"))
+    cut = [e["search"] for m in qrecord["models"].values() for e in m["variants"].values() if e.get("search")]
+    cut = f" {rp.esc(cut[0][:1].upper() + cut[0][1:])}." if cut else ""
+    display(Markdown(f"INT8 recipes tried on the validation split (the first that held was kept).{cut}"))
     display(rp.variants_table(rp.attempts_frame(qrecord)))
 if rp.references_for(run):
     display(Markdown(f"For reference, {rp.REFERENCE_INT8}."))
 
 # %% [markdown]
-# ## Deploying the INT8 model
-# The ONNX files in `models/<model>/` need only `onnxruntime`, NumPy and Pillow:
+# ## Deploying the best model
+# The ONNX files in `models/<model>/` need only `onnxruntime`, NumPy and Pillow (the INT8 file where INT8 is
+# the recommended deployment):
 
 # %%
 if facts:
-    display(Markdown(rp.onnx_snippet(run, facts["best"])))
+    best_advice = facts["advice"].get(facts["best"]) or {}
+    display(Markdown(rp.onnx_snippet(run, facts["best"], best_advice.get("variant") == "onnx-int8")))
 
 # %% [markdown]
 # ## This run next to the seed study

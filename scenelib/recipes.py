@@ -16,7 +16,10 @@ sequence per kernel family; ``guarded_search`` walks it:
    best validation accuracy and mark the variant ``rejected`` (it is still reported, never recommended).
 
 A kept recipe is only a candidate: the report recommends it only if the count of validation images whose
-answer it changes bounds the loss within the tolerance at 95 % confidence (``claims.change_bound``).
+answer it changes bounds the loss within the tolerance at 95 % confidence (``claims.change_bound``). A
+validation split too small for that bound even with no change (``search_plan``) gets only the first recipe
+of the sequence, the one the CPU's kernels are documented for: no fallback could be recommended, and the
+fallbacks cost minutes (percentile calibration alone 50-70 s per model on a 2-core Xeon).
 
 Every attempt (recipe, validation accuracy, change, agreement with fp32, seconds) is returned for the record.
 Test images are never read here.
@@ -135,6 +138,18 @@ def torch_recipes(int8_class: str) -> list[TorchRecipe]:
     return [TORCH_RECIPES[n] for n in TORCH_SEQUENCES.get(int8_class, TORCH_SEQUENCES["other"])]
 
 
+def search_plan(recipes: list, val_images: int, needed: int) -> tuple[list, str]:
+    """The recipes to try, and the note saying why the fallbacks are left out (if they are): all of them
+    when ``val_images`` can show a variant holds (``needed``: ``claims.images_to_show``), else the first."""
+    if val_images >= needed or len(recipes) < 2:
+        return recipes, ""
+    return recipes[:1], (
+        f"only the first recipe of this CPU's sequence was tried: {val_images:,} validation images cannot show "
+        f"any INT8 variant within {TOLERANCE_PT:g} pt ({needed:,} needed even with no changed answer), so no "
+        f"fallback ({', '.join(r.name for r in recipes[1:])}) could be recommended"
+    )
+
+
 @dataclass
 class Attempt:
     recipe: str
@@ -166,8 +181,9 @@ class GuardResult:
         if self.slow:
             return f"not recommended: {self.stopped}; validated on the plain view only"
         kept = next(a for a in self.attempts if a.recipe == self.recipe)
+        tried = "every recipe tried" if len(self.attempts) > 1 else f"{self.recipe}, the only recipe tried,"
         return (
-            f"rejected: every recipe lost more than {TOLERANCE_PT:g} pt of validation accuracy; "
+            f"rejected: {tried} lost more than {TOLERANCE_PT:g} pt of validation accuracy; "
             f"best {self.recipe} at {kept.change_pt:+.2f} pt"
         )
 

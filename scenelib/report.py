@@ -286,15 +286,23 @@ def split_accuracy_table(run: RunDir) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def onnx_snippet(run: RunDir, model: str) -> str:
-    """Markdown: how to run this run's INT8 ONNX model on one image (onnxruntime, NumPy, Pillow only)."""
+def onnx_snippet(run: RunDir, model: str, int8: bool = False) -> str:
+    """Markdown: how to run this run's ONNX model on one image (onnxruntime, NumPy, Pillow only): the INT8
+    file only where INT8 is the recommended deployment (``claims.deployment_advice``), else the fp32 one."""
     t = read_json(run.train_json(model))
     size, mean, std = t["input_size"], [round(v, 4) for v in t["mean"]], [round(v, 4) for v in t["std"]]
+    file = "model.int8.onnx" if int8 else "model.onnx"
+    why = (
+        "INT8, the recommended deployment"
+        if int8
+        else "fp32: no INT8 model is recommended for it in this run"
+    )
     return f"""```python
 import numpy as np, onnxruntime as ort
 from PIL import Image
 
-session = ort.InferenceSession("models/{model}/model.int8.onnx", providers=["CPUExecutionProvider"])
+# {model}, {why}
+session = ort.InferenceSession("models/{model}/{file}", providers=["CPUExecutionProvider"])
 img = Image.open("some_image.png").convert("RGB").resize(({size}, {size}))
 x = (np.asarray(img, dtype=np.float32) / 255 - {mean}) / {std}
 logits = session.run(None, {{"input": x.transpose(2, 0, 1)[None].astype(np.float32)}})[0]

@@ -202,6 +202,8 @@ def test_calibration_and_the_guard_read_no_test_image(finished_run, monkeypatch)
     n_val = len(split_rows(read_manifest(run.splits_csv), "val"))
     for variant in ("onnx-int8", "int8-torch"):
         entry = mv.info["variants"][variant]
+        # A few validation images cannot show any INT8 holds: the first recipe only, and the note says why.
+        assert len(entry["guard"]["attempts"]) == 1 and "validation images cannot show" in entry["search"]
         if entry.get("recipe"):
             assert entry["val_images"] == n_val and 0 <= entry["val_changed"] <= n_val
             assert entry["val_change_bound_pt"] == change_bound(entry["val_changed"], n_val)
@@ -231,3 +233,30 @@ def test_the_linear_probe_row_compares_like_with_like(finished_run):
     assert row["fine-tuning adds (pt)"] == pytest.approx(100 * (row["fine-tuned test"] - 1.0))
     line = next(x for x in sm.summary_lines(run) if x.startswith("- **What fine-tuning adds**"))
     assert "100.00% probe" in line and f"({row['fine-tuning adds (pt)']:+.2f} pt" in line
+
+
+def test_the_deployment_snippet_runs_the_recommended_onnx_file(finished_run):
+    """The report's snippet, run as a user would from the run directory on one of its images: the fp32
+    file unless INT8 is the recommended deployment."""
+    import contextlib
+    import io
+    import os
+    import re
+
+    from scenelib import report as rp
+
+    run = finished_run
+    row = split_rows(read_manifest(run.splits_csv), "test")[0]
+    for int8, file in ((False, "model.onnx"), (True, "model.int8.onnx")):
+        text = rp.onnx_snippet(run, "simple_cnn", int8)
+        code = re.search(r"```python\n(.*)```", text, re.S).group(1).replace("some_image.png", row.path)
+        assert f'"models/simple_cnn/{file}"' in code
+        out, cwd = io.StringIO(), os.getcwd()
+        try:
+            os.chdir(run.root)
+            with contextlib.redirect_stdout(out):
+                exec(compile(code, "snippet", "exec"), {})
+        finally:
+            os.chdir(cwd)
+        classes = {r.class_name for r in read_manifest(run.splits_csv)}
+        assert int(out.getvalue().strip()) in range(len(classes))

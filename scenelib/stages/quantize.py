@@ -20,13 +20,21 @@ import torch
 
 from .. import ensemble, journal, progress
 from ..benchmark import file_mb, onnx_infer, time_interleaved, torch_infer
-from ..claims import change_bound, interval_columns, not_shown
+from ..claims import change_bound, images_to_show, interval_columns, not_shown
 from ..evaluation import Predictions, accuracy_and_f1
 from ..features import extract_views, ort_session
 from ..hardware import machine_record
 from ..models import load_checkpoint
 from ..quantization import export_onnx, quantize_onnx, quantize_torch, quantized_layers, save_torchscript
-from ..recipes import ORT_RECIPES, TORCH_RECIPES, guarded_search, ort_recipes, torch_recipes
+from ..recipes import (
+    ORT_RECIPES,
+    TOLERANCE_PT,
+    TORCH_RECIPES,
+    guarded_search,
+    ort_recipes,
+    search_plan,
+    torch_recipes,
+)
 from ..rundir import FP32_SOURCE, VARIANTS, RunDir, read_json, write_json
 from ..splits import read_manifest, split_rows
 from ..transforms import decode_images, normalize, views
@@ -128,6 +136,14 @@ class ModelVariants:
             self.single_val[key] = float((probs[0].argmax(1) == self.val_labels[:n]).mean())
         return probs.reshape(-1, probs.shape[-1])
 
+    def plan(self, variant: str, recipes: list) -> list:
+        """The recipes worth trying with this validation split (``recipes.search_plan``), noted if cut."""
+        n = len(self.val_labels) // len(self.val_views)
+        recipes, note = search_plan(recipes, n, images_to_show(TOLERANCE_PT))
+        if note:
+            self._entry(variant)["search"] = note
+        return recipes
+
     def _entry(self, variant: str) -> dict:
         return self.info["variants"].setdefault(variant, {"source": FP32_SOURCE[variant]})
 
@@ -178,7 +194,7 @@ class ModelVariants:
             return recipe.name, ort_session(str(path), self.threads)
 
         guard = guarded_search(
-            ort_recipes(self.int8_class),
+            self.plan(variant="onnx-int8", recipes=ort_recipes(self.int8_class)),
             build,
             lambda built, n: self.validate(ort_runner(built[1]), f"onnx-int8:{built[0]}", n),
             self.val_labels,
@@ -212,7 +228,7 @@ class ModelVariants:
             return recipe.name, qmodel, scripted
 
         guard = guarded_search(
-            torch_recipes(self.int8_class),
+            self.plan(variant="int8-torch", recipes=torch_recipes(self.int8_class)),
             build,
             lambda built, n: self.validate(torch_runner(built[2]), f"int8-torch:{built[0]}", n),
             self.val_labels,
