@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .datasets import SceneDataset
 from .evaluation import Predictions, accuracy_and_f1
@@ -63,6 +64,8 @@ def repeat_rows(run: RunDir, repeats: int, models: list[str]) -> pd.DataFrame:
             train = read_json(sub.train_json(model))
             if "best_epoch" not in train:  # a failed or skipped training
                 continue
+            history = read_json(sub.history_json(model)) if sub.history_json(model).exists() else []
+            kept = history[train["best_epoch"] - 1] if len(history) >= train["best_epoch"] else {}
             pred = Predictions.load(sub.predictions(model, "fp32"))
             acc, f1 = accuracy_and_f1(pred.single, pred.labels)
             acc_tta = accuracy_and_f1(pred.tta, pred.labels)[0] if pred.tta is not None else np.nan
@@ -72,6 +75,7 @@ def repeat_rows(run: RunDir, repeats: int, models: list[str]) -> pd.DataFrame:
                     "split": r,
                     "seed": read_json(sub.run_json).get("seed") if r > 1 else train["config"]["seed"],
                     "val_accuracy": train["val_accuracy"],
+                    "val_loss": kept.get("val_loss", np.nan),
                     "accuracy": acc,
                     "accuracy_tta": acc_tta,
                     "macro_f1": f1,
@@ -79,6 +83,34 @@ def repeat_rows(run: RunDir, repeats: int, models: list[str]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+CHOSEN = "chosen on validation"
+
+
+def chosen_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per split, the row of the model its validation split picks (highest validation accuracy, ties: lower
+    validation loss, as ``claims.validation_ranking``), renamed ``CHOSEN`` with the pick in ``picked``: the
+    spread of what a user following the report would get, not of a model fixed in hindsight."""
+    if rows.empty:
+        return rows
+    loss = rows["val_loss"] if "val_loss" in rows else pd.Series(np.nan, index=rows.index)
+    ranked = rows.assign(_loss=loss.fillna(np.inf)).sort_values(
+        ["split", "val_accuracy", "_loss"], ascending=[True, False, True], kind="stable"
+    )
+    picked = ranked.groupby("split", sort=True).head(1).drop(columns="_loss")
+    return picked.assign(picked=picked["model"], model=CHOSEN)
+
+
+def mean_interval(values) -> tuple[float, float]:
+    """95 % t-interval of the mean of a few split-level accuracies, clipped to [0, 1] (NaN with fewer than
+    two). With 3 splits t is 4.3: the interval is wide, as it should be."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if len(values) < 2:
+        return (np.nan, np.nan)
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return (float(max(0.0, values.mean() - half)), float(min(1.0, values.mean() + half)))
 
 
 SPREAD_METRICS = ("val_accuracy", "accuracy", "accuracy_tta", "macro_f1", "train_seconds")

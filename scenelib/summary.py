@@ -25,7 +25,7 @@ from .ensemble import name as ensemble_name
 from .ensemble import read as read_ensemble
 from .evaluation import Predictions
 from .recipes import TOLERANCE_PT
-from .repeats import REPEATS_CSV, spread
+from .repeats import CHOSEN, REPEATS_CSV, chosen_rows, mean_interval, spread
 from .report import esc, results_frame
 from .rundir import RunDir, read_json
 from .splits import read_manifest, split_rows
@@ -126,10 +126,21 @@ def summary_lines(run: RunDir) -> list[str]:
             f"{esc(r['model'])} {r['test accuracy']} single view"
             + (f", {r['with TTA']} with TTA" if r["with TTA"] else "")
             for _, r in spread.iterrows()
+            if r["model"] != CHOSEN
         )
+        chosen = spread.set_index("model").loc[CHOSEN]
+        ci = chosen["95% CI of the mean (TTA)"] or chosen["95% CI of the mean"]
         lines.append(
             f"- **Over {n} seeded splits** (mean ± sample std; each split trains anew, nothing chosen on test): "
-            f"{items}."
+            f"{items}. The model each split's validation picks ({esc(chosen['picked per split'])}): "
+            f"{chosen['test accuracy']} single view"
+            + (f", {chosen['with TTA']} with TTA" if chosen["with TTA"] else "")
+            + (
+                f" (95% t-interval of the mean{' with TTA' if chosen['with TTA'] else ''}: {ci})"
+                if ci
+                else ""
+            )
+            + "."
         )
     return lines
 
@@ -234,6 +245,9 @@ def repeats_table(run: RunDir) -> pd.DataFrame:
     rows = pd.read_csv(path)
     if rows.empty or rows["split"].nunique() < 2:
         return pd.DataFrame()
+    rows = pd.concat([rows, chosen_rows(rows)], ignore_index=True)
+    metric = {m: rows.groupby("model", sort=False)[m] for m in ("accuracy", "accuracy_tta")}
+    picks = chosen_rows(rows[rows["model"] != CHOSEN])["picked"]
     return pd.DataFrame(
         [
             {
@@ -242,12 +256,20 @@ def repeats_table(run: RunDir) -> pd.DataFrame:
                 "validation accuracy": _mean_std(s.val_accuracy_mean, s.val_accuracy_std),
                 "test accuracy": _mean_std(s.accuracy_mean, s.accuracy_std),
                 "with TTA": _mean_std(s.accuracy_tta_mean, s.accuracy_tta_std),
+                "95% CI of the mean": _mean_ci(metric["accuracy"].get_group(s.model)),
+                "95% CI of the mean (TTA)": _mean_ci(metric["accuracy_tta"].get_group(s.model)),
                 "macro-F1": _mean_std(s.macro_f1_mean, s.macro_f1_std),
                 "train seconds (mean)": s.train_seconds_mean,
+                "picked per split": ", ".join(picks) if s.model == CHOSEN else "",
             }
             for s in spread(rows).itertuples()
         ]
     )
+
+
+def _mean_ci(values) -> str:
+    low, high = mean_interval(values)
+    return f"{100 * low:.2f}–{100 * high:.2f}%" if math.isfinite(low) else ""
 
 
 READING_GUIDE = (

@@ -260,3 +260,29 @@ def test_the_deployment_snippet_runs_the_recommended_onnx_file(finished_run):
             os.chdir(cwd)
         classes = {r.class_name for r in read_manifest(run.splits_csv)}
         assert int(out.getvalue().strip()) in range(len(classes))
+
+
+def test_each_repeated_split_picks_its_model_on_validation():
+    """The 'chosen on validation' row: per split the validation winner (ties: lower validation loss), scored
+    on that split's test images; never the model with the best test accuracy in hindsight."""
+    import pandas as pd
+
+    from scenelib.repeats import CHOSEN, chosen_rows, mean_interval
+
+    rows = pd.DataFrame(
+        {
+            "model": ["a", "b"] * 3,
+            "split": [1, 1, 2, 2, 3, 3],
+            "val_accuracy": [0.99, 0.98, 0.97, 0.97, 0.95, 0.99],
+            "val_loss": [0.10, 0.05, 0.20, 0.10, 0.30, 0.20],
+            "accuracy": [0.90, 0.99, 0.91, 0.98, 0.92, 0.97],
+            "accuracy_tta": [0.91, 0.995, 0.92, 0.985, 0.93, 0.975],
+        }
+    )
+    picked = chosen_rows(rows)
+    assert picked["picked"].tolist() == ["a", "b", "b"] and set(picked["model"]) == {CHOSEN}
+    assert picked["accuracy"].tolist() == [0.90, 0.98, 0.97]  # split 1 picks a, though b is better on test
+    low, high = mean_interval(picked["accuracy"])
+    mean, sem = np.mean([0.90, 0.98, 0.97]), np.std([0.90, 0.98, 0.97], ddof=1) / np.sqrt(3)
+    assert (low, high) == pytest.approx((mean - 4.3027 * sem, min(1.0, mean + 4.3027 * sem)), abs=1e-4)
+    assert np.isnan(mean_interval([0.9])).all()

@@ -278,6 +278,8 @@ def test_repeats_train_every_model_on_more_seeded_splits(tiny_dataset, tmp_path)
     assert fp32.accuracy_std == pytest.approx(rows.accuracy.std(ddof=1))
     html = run.report_html.read_text()
     assert "Over 2 seeded splits" in html and "Repeated splits" in html
+    assert "validation picks (simple_cnn, simple_cnn)" in html
+    assert rows.val_loss.notna().all()  # the tie-break of the per-split choice
 
 
 def test_input_size_changes_the_pretrained_models_and_every_stage_uses_it(tiny_dataset, tmp_path, capsys):
