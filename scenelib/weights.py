@@ -156,8 +156,8 @@ def missing_weights(spec: ModelSpec, weights: str = "auto") -> str | None:
     if weights in ("auto", "offline") and find_offline_weights(spec.name) is not None:
         return None
     try:
-        # torch.hub announces each download attempt on stderr; the outcome is what the run reports.
-        with contextlib.redirect_stderr(io.StringIO()):
+        # torch.hub announces each download attempt (on stdout); the outcome is what the run reports.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             load_pretrained(spec, weights)
     except WeightsUnavailableError as exc:
         return str(exc)
