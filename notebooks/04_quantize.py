@@ -64,9 +64,10 @@ rp.variants_table(variants)
 # ## Every recipe the guard tried
 # On the validation split, in the order of this CPU's sequence; the search stops at the first recipe that
 # holds. A validation split too small to show any INT8 variant holds (under 598 images) gets only the first
-# recipe: no fallback could be recommended, and they cost minutes. "Views": validation views measured (1 for a candidate slower than its fp32). "Agreement" is the
-# share of validation images on which the variant predicts what its fp32 predicts; the fp32 reference is the
-# ONNX export where it exists (its logits are checked against PyTorch's).
+# recipe: no fallback could be recommended, and they cost minutes. "Views": validation views measured (1 for
+# a candidate slower than its fp32). "Agreement" is the share of validation images on which the variant
+# predicts what its fp32 predicts; the fp32 reference is the ONNX export where it exists (its logits are
+# checked against PyTorch's).
 
 # %%
 rp.variants_table(rp.attempts_frame(record))

@@ -245,9 +245,10 @@ def repeats_table(run: RunDir) -> pd.DataFrame:
     rows = pd.read_csv(path)
     if rows.empty or rows["split"].nunique() < 2:
         return pd.DataFrame()
-    rows = pd.concat([rows, chosen_rows(rows)], ignore_index=True)
+    chosen = chosen_rows(rows)
+    picks = chosen["picked"]
+    rows = pd.concat([rows, chosen], ignore_index=True)
     metric = {m: rows.groupby("model", sort=False)[m] for m in ("accuracy", "accuracy_tta")}
-    picks = chosen_rows(rows[rows["model"] != CHOSEN])["picked"]
     return pd.DataFrame(
         [
             {

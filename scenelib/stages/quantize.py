@@ -138,8 +138,7 @@ class ModelVariants:
 
     def plan(self, variant: str, recipes: list) -> list:
         """The recipes worth trying with this validation split (``recipes.search_plan``), noted if cut."""
-        n = len(self.val_labels) // len(self.val_views)
-        recipes, note = search_plan(recipes, n, images_to_show(TOLERANCE_PT))
+        recipes, note = search_plan(recipes, len(self.val_images), images_to_show(TOLERANCE_PT))
         if note:
             self._entry(variant)["search"] = note
         return recipes
