@@ -209,6 +209,47 @@ def test_calibration_and_the_guard_read_no_test_image(finished_run, monkeypatch)
             assert entry["val_change_bound_pt"] == change_bound(entry["val_changed"], n_val)
 
 
+def test_a_variant_slower_than_its_fp32_keeps_its_latency_but_no_test_numbers(finished_run, monkeypatch):
+    """Never recommended, so not evaluated on test: its row keeps the latency, an earlier evaluation's
+    numbers are dropped, and the summary and the variants table still read."""
+    from scenelib.benchmark import Timing
+    from scenelib.report import variants_frame, variants_table
+    from scenelib.stages import quantize
+
+    run = finished_run
+    stale = run.predictions("simple_cnn", "int8-torch")
+    assert stale.exists() and run.read_results()
+    real_time = quantize.time_interleaved
+
+    def int8_torch_100x_slower(calls, **kwargs):  # as PyTorch INT8 runs on CPUs without its kernels
+        out = real_time(calls, **kwargs)
+        if "int8-torch" in out:  # steady timings: a noisy one would decide nothing
+            ms = out["fp32"].median
+            out["fp32"], out["int8-torch"] = (
+                Timing([ms] * 9, [ms] * 3),
+                Timing([100 * ms] * 9, [100 * ms] * 3),
+            )
+        return out
+
+    monkeypatch.setattr(quantize, "time_interleaved", int8_torch_100x_slower)
+    info = quantize.quantize_model(run, "simple_cnn", 2, 16, True, 0, "avx2")
+    entry = info["variants"]["int8-torch"]
+    assert entry["note"].endswith("not evaluated on test") and entry.get("accuracy") is None
+    assert entry["latency"]["median_ms"] > 0 and not stale.exists()
+    assert info["variants"]["onnx-int8"].get("accuracy") is not None  # the others are evaluated as before
+    row = next(r for r in run.read_results() if (r["model"], r["variant"]) == ("simple_cnn", "int8-torch"))
+    assert row["latency_ms_b1"] and row["accuracy"] == "" and row["accuracy_ci_low"] == ""
+    record = read_json(run.quantization_json)
+    record["models"]["simple_cnn"] = info
+    write_json(run.quantization_json, record)
+    line = next(x for x in sm.summary_lines(run) if x.startswith("- **Deploy simple_cnn"))
+    assert "int8-torch" in line
+    frame = variants_frame(record).set_index(["model", "variant"])
+    assert frame.loc[("simple_cnn", "int8-torch"), "latency_ms"] > 0
+    assert np.isnan(frame.loc[("simple_cnn", "int8-torch"), "accuracy"])
+    assert "simple_cnn" in variants_table(frame.reset_index()).to_html()
+
+
 def test_the_linear_probe_row_compares_like_with_like(finished_run):
     """The probe's guesses against the fine-tuned checkpoint's, on the same test images."""
     run = finished_run

@@ -24,7 +24,7 @@ from ..rundir import RunDir, read_json, write_json
 from ..splits import read_manifest, split_rows
 from ..training import count_params
 from ..transforms import decode_images, views
-from .quantize import fp32_reference, machine_of, predict, torch_runner
+from .quantize import EAGER_BATCH, bulk_eager_runner, fp32_reference, machine_of, predict
 
 THROUGHPUT_BATCH = 32
 
@@ -46,16 +46,16 @@ def end_to_end(run: RunDir, name: str, model, meta: dict, decoded: dict) -> dict
         if (split, size) not in decoded:
             rows = split_rows(read_manifest(run.splits_csv), split)
             decoded[split, size] = rows, decode_images([r.path for r in rows], size)
-    plain, runner = views("none", size), torch_runner(model)
+    plain, runner = views("none", size), bulk_eager_runner(model)
     cached = Predictions.load(run.predictions(name, "fp32"))
     val_rows, val_images = decoded["val", size]
     Predictions(
-        predict(runner, val_images, meta["mean"], meta["std"], plain),
+        predict(runner, val_images, meta["mean"], meta["std"], plain, EAGER_BATCH),
         np.array([r.label for r in val_rows]),
         np.array([r.path for r in val_rows]),
         cached.classes,
     ).save(run.predictions(name, ensemble.VAL_VARIANT))
-    probs = predict(runner, decoded["test", size][1], meta["mean"], meta["std"], plain)
+    probs = predict(runner, decoded["test", size][1], meta["mean"], meta["std"], plain, EAGER_BATCH)
     Predictions(probs, cached.labels, cached.paths, cached.classes).save(run.predictions(name, "fp32-e2e"))
     same = probs[0].argmax(1) == cached.single.argmax(1)
     return {
