@@ -126,12 +126,14 @@ def _loss_fn(cfg: TrainConfig, labels: torch.Tensor, n_classes: int) -> nn.Cross
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
 
 
-def _evaluate(net: nn.Module, batches, loss_fn, device=CPU, dtype=None) -> tuple[float, float]:
+def _evaluate(
+    net: nn.Module, batches, loss_fn, device=CPU, dtype=None, layout=torch.contiguous_format
+) -> tuple[float, float]:
     net.eval()
     total, correct, loss = 0, 0, 0.0
     with torch.inference_mode(), autocast(device, dtype):
         for x, y in batches:
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, memory_format=layout), y.to(device)
             logits = net(x).float()
             loss += loss_fn(logits, y).item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
@@ -148,6 +150,7 @@ def fit(
     n_classes: int,
     desc: str = "train",
     on_epoch: Callable[[nn.Module], dict] | None = None,
+    layout: torch.memory_format = torch.contiguous_format,
 ) -> tuple[list[dict], int]:
     """The epoch loop. ``train_batch(indices, epoch)`` returns that batch's (augmented) inputs (epochs
     count from 0).
@@ -182,7 +185,8 @@ def fit(
             idx = order[i : i + cfg.batch_size]
             if len(idx) < 2 and seen:  # BatchNorm cannot train on a batch of one
                 continue
-            x, y = train_batch(idx, epoch - 1).to(device, non_blocking=True), train_labels[idx].to(device)
+            x = train_batch(idx, epoch - 1).to(device, non_blocking=True, memory_format=layout)
+            y = train_labels[idx].to(device)
             with autocast(device, dtype):
                 out = net(x)
                 logits, aux = out if isinstance(out, tuple) else (out, None)
@@ -198,7 +202,7 @@ def fit(
             running += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
-        val_loss, val_acc = _evaluate(net, val_batches(), loss_fn, device, dtype)
+        val_loss, val_acc = _evaluate(net, val_batches(), loss_fn, device, dtype, layout)
         if cfg.scheduler == "plateau":
             scheduler.step(val_loss)
         epochs.set_postfix_str(f"last validation {val_acc:.1%}")
@@ -297,7 +301,7 @@ def train_model(
 
         def split_batches(name: str, labels: torch.Tensor, view: int = 0):
             feats = cache[name][view]
-            return [(feats[i : i + 128].float(), labels[i : i + 128]) for i in range(0, len(labels), 128)]
+            return [(feats[i : i + 32].float(), labels[i : i + 32]) for i in range(0, len(labels), 32)]
     else:
         engine, cache_seconds, net, probe = "none", 0.0, model, None
         augment = random_augment(cfg.augmentation, size)
@@ -312,6 +316,10 @@ def train_model(
                 for i in range(0, len(labels), 64)
             ]
 
+    # channels_last: oneDNN's and cuDNN's fast layout for whole networks (simple_cnn trains about a quarter
+    # faster in it on a CPU); a CPU suffix on cached features is as fast or slower in it, so keeps the default.
+    layout = torch.channels_last if cut == 0 or device.type == "cuda" else torch.contiguous_format
+    net.to(memory_format=layout)
     history, best_epoch = fit(
         net,
         train_batch,
@@ -324,24 +332,28 @@ def train_model(
             (
                 lambda net: {
                     "test_accuracy": _evaluate(
-                        net, split_batches("test", test.labels), nn.CrossEntropyLoss(), device
+                        net, split_batches("test", test.labels), nn.CrossEntropyLoss(), device, layout=layout
                     )[1]
                 }
             )
             if test_each_epoch
             else None
         ),
+        layout=layout,
     )
     train_seconds = time.perf_counter() - start
     net.eval()
     with torch.inference_mode():  # test predictions in fp32 on the device: what the checkpoint will give
         probs = [
             torch.cat(
-                [net(x.to(device)).float().softmax(1).cpu() for x, _ in split_batches("test", test.labels, v)]
+                [
+                    net(x.to(device, memory_format=layout)).float().softmax(1).cpu()
+                    for x, _ in split_batches("test", test.labels, v)
+                ]
             ).numpy()
             for v in range(len(test_views))
         ]
-    model.to("cpu")  # checkpoints, benchmarks and INT8 are CPU work
+    model.to("cpu", memory_format=torch.contiguous_format)  # checkpoints, benchmarks and INT8: CPU work
     for p in model.parameters():
         p.requires_grad_(False)
     trainable = count_params(net)
