@@ -16,11 +16,12 @@
 # can saturate. So the recipes are chosen for the detected instruction set, and each INT8 variant is
 # **guarded on the validation split**, measured on every view of every validation image: a recipe that loses
 # more than 0.5 points against its own fp32 source is replaced by the next of a documented sequence (7-bit
-# weights, uint8 weights, first/last layers in fp32, percentile calibration). A candidate is timed as soon as
-# it is built: one slower than its fp32 runtime can never be recommended, so it is validated on the plain
-# view only and ends the search. Calibration uses training images, the guard validation images; test images
-# are only read to report the kept variants (TTA only for variants that could be recommended). All four
-# variants are timed interleaved in one session.
+# weights, uint8 weights, first/last layers in fp32, percentile calibration). A candidate is timed before it
+# is validated (PyTorch INT8 after 16 calibration images): one slower than its fp32 runtime can never be
+# recommended, so it ends the search, is not validated on every view, and is not evaluated on test.
+# Calibration uses training images, the guard validation images; test images are only read to report the
+# kept variants (TTA only for variants that could be recommended). All four variants are timed interleaved
+# in one session.
 #
 # A kept recipe is a candidate, not a recommendation: the report recommends an INT8 model only if the share
 # of validation images whose single-view answer it changes is at most 0.5% at 95% confidence (a one-sided

@@ -169,13 +169,11 @@ def _kept_fp32(model: nn.Module, recipe: TorchRecipe) -> list[str]:
     return names
 
 
-def quantize_torch(
-    model: nn.Module, size: int, calibration: torch.Tensor, recipe: TorchRecipe | None = None
-) -> nn.Module:
-    """FX static PTQ (x86 kernels; qnnpack on Arm), calibrated on ``calibration`` (normalised training
-    images), with the layers ``recipe`` keeps in fp32."""
+def prepare_torch(model: nn.Module, size: int, example: torch.Tensor, recipe: TorchRecipe | None = None):
+    """FX static PTQ, observers in place (x86 kernels; qnnpack on Arm), with the layers ``recipe`` keeps in
+    fp32: feed it ``calibrate`` (any number of times; the observers accumulate), then ``convert``."""
     from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    from torch.ao.quantization.quantize_fx import prepare_fx
 
     recipe = recipe or TorchRecipe("default")
     engine = "qnnpack" if platform.machine().lower() in ("arm64", "aarch64") else "x86"
@@ -186,11 +184,31 @@ def quantize_torch(
     mapping = get_default_qconfig_mapping(engine)
     for name in _kept_fp32(float_model, recipe):
         mapping = mapping.set_module_name(name, None)
-    prepared = prepare_fx(float_model, mapping, (calibration[:1],))
+    return prepare_fx(float_model, mapping, (example[:1],))
+
+
+def calibrate(prepared: nn.Module, images: torch.Tensor, batch: int = 16) -> None:
+    """Run normalised training images through the observers, in batches of ``batch``."""
     with torch.inference_mode():
-        for i in range(0, len(calibration), 16):
-            prepared(calibration[i : i + 16])
-    return convert_fx(prepared).eval()
+        for i in range(0, len(images), batch):
+            prepared(images[i : i + batch])
+
+
+def convert(prepared: nn.Module, keep: bool = False) -> nn.Module:
+    """The INT8 model from the observers seen so far; ``keep``: convert a copy, so that calibration can go
+    on (a quick speed check on the first images, then the rest)."""
+    from torch.ao.quantization.quantize_fx import convert_fx
+
+    return convert_fx(copy.deepcopy(prepared) if keep else prepared).eval()
+
+
+def quantize_torch(
+    model: nn.Module, size: int, calibration: torch.Tensor, recipe: TorchRecipe | None = None
+) -> nn.Module:
+    """FX static PTQ calibrated on ``calibration`` (normalised training images), in one call."""
+    prepared = prepare_torch(model, size, calibration, recipe)
+    calibrate(prepared, calibration)
+    return convert(prepared)
 
 
 def save_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:

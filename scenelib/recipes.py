@@ -6,10 +6,14 @@ U8S8 on VNNI machines, and on AVX2 / AVX-512 without VNNI either 7-bit weights (
 since the U8S8 kernels there sum pairs of products in 16 bits and saturate. Each runtime gets a documented
 sequence per kernel family; ``guarded_search`` walks it:
 
-1. build the variant with the next recipe (calibrated on training images);
-2. time it briefly: if it is slower than its fp32 source it can never be recommended, so it is validated on
-   the plain view only (for the record, in seconds rather than minutes) and the search stops, since the
-   later recipes keep more layers in fp32 or change only the calibration;
+1. where the runtime allows it (PyTorch: the observers accumulate), first build the variant calibrated on a
+   few images and time it briefly (``speed_check``): calibration changes its accuracy, not its speed, so a
+   variant slower than its fp32 source is known before minutes of calibration. It can never be
+   recommended: the search stops, recorded, and the variant is neither calibrated further nor validated;
+2. otherwise build it with the next recipe (calibrated on training images) and time it briefly
+   (``too_slow``, for runtimes that cannot check first): if it is slower than its fp32 source, it is
+   validated on the plain view only (for the record) and the search stops. Either way the later recipes
+   keep more layers in fp32 or change only the calibration, so none can be faster;
 3. otherwise measure its accuracy on the *validation* split (every view of every image) against its own
    fp32 source;
 4. stop at the first recipe that loses at most ``tolerance_pt`` points; otherwise keep the recipe with the
@@ -170,10 +174,12 @@ class GuardResult:
     accepted: bool
     attempts: list[Attempt] = field(default_factory=list)
     stopped: str = ""  # why the search stopped before the end of the sequence, if it did
-    slow: bool = False  # the kept recipe was slower than fp32: validated on the plain view only
+    slow: bool = False  # slower than fp32: validated on the plain view only, or (recipe None) never built
 
     @property
     def status(self) -> str:
+        if self.recipe is None and self.slow:
+            return f"not recommended: {self.stopped}; neither calibrated in full nor validated"
         if self.recipe is None:
             return "failed: " + "; ".join(f"{a.recipe}: {a.status}" for a in self.attempts)
         if self.accepted:
@@ -229,11 +235,14 @@ def guarded_search(
     n_views: int = 1,
     tolerance_pt: float = TOLERANCE_PT,
     too_slow: Callable[[object], str] | None = None,
+    speed_check: Callable[[object], str] | None = None,
 ) -> GuardResult:
     """Try ``recipes`` in order (see the module docstring). ``build(recipe)`` returns the artifact;
     ``validate(artifact, n)`` its probabilities on the first ``n`` validation views, stacked like ``labels``
     and ``reference_probs`` (``n_views`` views of the same images); ``too_slow(artifact)`` may return why the
-    artifact cannot pay (e.g. slower than fp32), which ends the search after a plain-view validation."""
+    artifact cannot pay (e.g. slower than fp32), which ends the search after a plain-view validation;
+    ``speed_check(recipe)``, called before ``build``, may return the same from a quickly calibrated build,
+    which ends the search with nothing built or validated."""
     reference = reference_probs.argmax(1)
     n_images = len(labels) // n_views
     result = GuardResult(None, None, False)
@@ -241,6 +250,12 @@ def guarded_search(
     for recipe in recipes:
         start = time.perf_counter()
         try:
+            if speed_check and (reason := speed_check(recipe)):
+                result.attempts.append(
+                    Attempt(recipe.name, f"not built: {reason}", seconds=time.perf_counter() - start)
+                )
+                result.stopped, result.slow = reason, result.recipe is None  # else: an earlier one is kept
+                break
             artifact = build(recipe)
             reason = too_slow(artifact) if too_slow else ""
             views = 1 if reason else n_views

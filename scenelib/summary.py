@@ -276,7 +276,7 @@ def _mean_ci(values) -> str:
 READING_GUIDE = (
     "**How to read these numbers.** Every choice in this report (best model, kept epoch, INT8 recipe, "
     "recommended deployment) was made on the validation split (INT8 recipes on every view of every validation "
-    "image; a candidate slower than its fp32, which is never recommended, on the plain view only; an INT8 "
+    "image; a candidate slower than its fp32, which is never recommended, at most on the plain view; an INT8 "
     "model is recommended only if the 95% upper bound of the validation answers it changes is within the "
     "tolerance, which a split of a few hundred images cannot show); the test split was only used to report the "
     "chosen models' numbers, so they are unbiased estimates. Test accuracies carry a 95% Wilson interval and "

@@ -14,9 +14,12 @@ from scenelib.features import ort_session
 from scenelib.models import build_classifier
 from scenelib.quantization import (
     ExportMismatchError,
+    calibrate,
+    convert,
     export_onnx,
     freeze_same_padding,
     plain_batchnorm,
+    prepare_torch,
     quantize_onnx,
     quantize_torch,
     quantized_layers,
@@ -91,6 +94,22 @@ def test_torch_int8_quantizes_the_convolutions(small_model):
     assert any(k.startswith("int8 ") and "Conv" in k for k in layers), layers
     with torch.inference_mode():
         assert qmodel(calibration[:2]).shape == (2, 4)
+
+
+def test_calibrating_in_two_parts_gives_the_one_call_model(small_model):
+    """Stage 04 times a build calibrated on the first images, then goes on calibrating the same observers:
+    the model it keeps is the one a single calibration over all images gives."""
+    torch.manual_seed(0)
+    calibration, x = torch.randn(48, 3, 64, 64), torch.randn(4, 3, 64, 64)
+    whole = quantize_torch(small_model, 64, calibration)
+    observed = prepare_torch(small_model, 64, calibration)
+    calibrate(observed, calibration[:16])
+    quick = convert(observed, keep=True)
+    calibrate(observed, calibration[16:])
+    two_parts = convert(observed)
+    with torch.inference_mode():
+        assert torch.equal(two_parts(x), whole(x))
+        assert not torch.equal(quick(x), whole(x))  # the quick build saw fewer images: other scales
 
 
 def test_same_padding_is_frozen_without_changing_outputs():

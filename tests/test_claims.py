@@ -250,6 +250,32 @@ def test_a_variant_slower_than_its_fp32_keeps_its_latency_but_no_test_numbers(fi
     assert "simple_cnn" in variants_table(frame.reset_index()).to_html()
 
 
+def test_a_pytorch_int8_model_found_slow_after_a_few_calibration_images_is_not_built(
+    finished_run, monkeypatch
+):
+    from scenelib.stages import quantize
+
+    run = finished_run
+    stale = run.torch_int8("simple_cnn")
+    assert stale.exists()
+    checked = []
+
+    def slow(reference, candidate, source, how="quick check"):
+        checked.append(how)
+        return f"slower than {reference} (9.0 vs 4.0 ms, {how})"
+
+    monkeypatch.setattr(quantize, "slower", slow)
+    mv = quantize.ModelVariants(run, "simple_cnn", 2, 64, 0, "vnni")
+    mv.build_torch_int8()
+    entry = mv.info["variants"]["int8-torch"]
+    assert checked == [f"quick check, calibrated on {quantize.QUICK_CALIBRATION} images"]
+    assert entry["status"] == (
+        f"not recommended: slower than eager fp32 (9.0 vs 4.0 ms, quick check, calibrated on "
+        f"{quantize.QUICK_CALIBRATION} images); neither calibrated in full nor validated"
+    )
+    assert "int8-torch" not in mv.runners and not stale.exists()
+
+
 def test_the_linear_probe_row_compares_like_with_like(finished_run):
     """The probe's guesses against the fine-tuned checkpoint's, on the same test images."""
     run = finished_run

@@ -162,6 +162,47 @@ def test_a_recipe_slower_than_fp32_is_validated_on_the_plain_view_only_and_ends_
     )
 
 
+def test_a_speed_check_before_the_build_saves_calibration_and_validation():
+    """PyTorch INT8 is timed on a quickly calibrated build first: a slow one is never fully built."""
+    built, checked = [], []
+
+    def speed_check(recipe):
+        checked.append(recipe.name)
+        return "slower than eager fp32 (9.0 vs 4.0 ms, quick check)" if recipe.name == "u8u8" else ""
+
+    def build(recipe):
+        built.append(recipe.name)
+        return recipe.name
+
+    def validate(artifact, n):  # every view of u8s8 half wrong: rejected, so the search goes on
+        wrong = LABELS.copy()
+        wrong[: len(LABELS) // 2] = (wrong[: len(LABELS) // 2] + 1) % 3
+        return _probs(wrong)[: n * len(LABELS) // 2]
+
+    kept = guarded_search(
+        [ORT_RECIPES["u8s8"], ORT_RECIPES["u8u8"], ORT_RECIPES["u8u8-percentile"]],
+        build,
+        validate,
+        LABELS,
+        _probs(LABELS),
+        n_views=2,
+        speed_check=speed_check,
+    )
+    assert checked == ["u8s8", "u8u8"] and built == ["u8s8"]
+    assert kept.recipe == "u8s8" and kept.status.startswith("rejected:")
+    assert kept.attempts[1].status == "not built: slower than eager fp32 (9.0 vs 4.0 ms, quick check)"
+    # The first recipe already slow: nothing is built, and the status says why it is not recommended.
+    built.clear()
+    none = guarded_search(
+        [ORT_RECIPES["u8u8"]], build, validate, LABELS, _probs(LABELS), n_views=2, speed_check=speed_check
+    )
+    assert built == [] and none.recipe is None and none.built is None and none.slow
+    assert none.status == (
+        "not recommended: slower than eager fp32 (9.0 vs 4.0 ms, quick check); "
+        "neither calibrated in full nor validated"
+    )
+
+
 def _timing(ms: float, p90_factor: float = 1.1):
     from scenelib.benchmark import Timing
 

@@ -26,7 +26,15 @@ from ..evaluation import Predictions, accuracy_and_f1
 from ..features import extract_views, ort_session
 from ..hardware import machine_record
 from ..models import load_checkpoint
-from ..quantization import export_onnx, quantize_onnx, quantize_torch, quantized_layers, save_torchscript
+from ..quantization import (
+    calibrate,
+    convert,
+    export_onnx,
+    prepare_torch,
+    quantize_onnx,
+    quantized_layers,
+    save_torchscript,
+)
 from ..recipes import (
     ORT_RECIPES,
     TOLERANCE_PT,
@@ -45,7 +53,8 @@ Runner = Callable[[np.ndarray], np.ndarray]
 TEST_COLUMNS = [
     c for c in RESULT_COLUMNS if c.startswith(("accuracy", "macro_f1")) and not c.endswith(("_mean", "_std"))
 ]
-TTA_BUDGET_S = 60.0  # a variant slower than this over all test views is evaluated on the plain view only
+TTA_BUDGET_S = 60.0
+QUICK_CALIBRATION = 16  # images calibrating the PyTorch INT8 build that is timed before full calibration  # a variant slower than this over all test views is evaluated on the plain view only
 
 
 def calibration_batch(run: RunDir, n: int, size: int, mean, std, seed: int = 0) -> torch.Tensor:
@@ -102,7 +111,9 @@ def machine_of(run: RunDir, threads: int) -> dict:
     return machine_record(threads, reference=False)
 
 
-def slower(reference: str, candidate: Callable, source: Callable, calls: int = 7) -> str:
+def slower(
+    reference: str, candidate: Callable, source: Callable, how: str = "quick check", calls: int = 7
+) -> str:
     """Why a variant cannot pay ("" if it might): slower than its fp32 ``source`` in a quick check. The two
     are called in turn and their medians compared, so a burst of load on a shared machine slows both
     rather than deciding the outcome. The later recipes of a sequence keep more layers in fp32 or change
@@ -113,7 +124,7 @@ def slower(reference: str, candidate: Callable, source: Callable, calls: int = 7
     ms, reference_ms = timings["candidate"].median, timings["source"].median
     if ms <= reference_ms:
         return ""
-    return f"slower than {reference} ({ms:.1f} vs {reference_ms:.1f} ms, quick check)"
+    return f"slower than {reference} ({ms:.1f} vs {reference_ms:.1f} ms, {how})"
 
 
 class ModelVariants:
@@ -236,17 +247,36 @@ class ModelVariants:
         self._finish("onnx-int8", guard, lambda: ort_session(str(final), self.threads), final)
 
     def build_torch_int8(self) -> None:
+        prepared: dict[str, torch.nn.Module] = {}  # per recipe: observers calibrated on the first images
+
+        def script(qmodel):
+            with torch.inference_mode():
+                return torch.jit.freeze(torch.jit.trace(qmodel, torch.from_numpy(self.x1)).eval())
+
+        def speed_check(recipe) -> str:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                observed = prepare_torch(self.model, self.size, self.calibration, recipe)
+                calibrate(observed, self.calibration[:QUICK_CALIBRATION])
+                quick = script(convert(observed, keep=True))
+            self._note(caught)
+            prepared[recipe.name] = observed
+            return slower(
+                "eager fp32",
+                torch_infer(quick, torch.from_numpy(self.x1)),
+                self.calls["fp32"],
+                f"quick check, calibrated on {QUICK_CALIBRATION} images",
+            )
+
         def build(recipe):
             with warnings.catch_warnings(record=True) as caught:  # deprecations are recorded, not shown
                 warnings.simplefilter("always")
-                qmodel = quantize_torch(self.model, self.size, self.calibration, recipe)
+                observed = prepared.pop(recipe.name)
+                calibrate(observed, self.calibration[QUICK_CALIBRATION:])
+                qmodel = convert(observed)
                 layers = quantized_layers(qmodel)
-                with torch.inference_mode():
-                    scripted = torch.jit.freeze(torch.jit.trace(qmodel, torch.from_numpy(self.x1)).eval())
-            self.info["notes"] += sorted(
-                {f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught}
-                - set(self.info["notes"])
-            )
+                scripted = script(qmodel)
+            self._note(caught)
             self.info.setdefault("torch_int8_layers", {})[recipe.name] = layers
             return recipe.name, qmodel, scripted
 
@@ -257,14 +287,21 @@ class ModelVariants:
             self.val_labels,
             self.fp32_val(),
             n_views=len(self.val_views),
-            too_slow=lambda built: slower(
-                "eager fp32", torch_infer(built[2], torch.from_numpy(self.x1)), self.calls["fp32"]
-            ),
+            speed_check=speed_check,
         )
         path = self.run.torch_int8(self.name)
         if guard.built is not None:
             save_torchscript(guard.built[1], torch.from_numpy(self.x1), path)
+        else:  # an earlier run's file would be taken for this run's
+            path.unlink(missing_ok=True)
         self._finish("int8-torch", guard, lambda: torch.jit.load(str(path)), path)
+
+    def _note(self, caught) -> None:
+        """Record caught warnings (PyTorch's deprecations of its INT8 path) once each in the notes."""
+        self.info["notes"] += sorted(
+            {f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught}
+            - set(self.info["notes"])
+        )
 
     def _finish(self, variant: str, guard, load: Callable, path: Path) -> None:
         """Record the guard's outcome; load what a user would deploy (the saved file) for evaluation."""
