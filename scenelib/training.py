@@ -317,8 +317,12 @@ def train_model(
             ]
 
     # channels_last: oneDNN's and cuDNN's fast layout for whole networks (simple_cnn trains about a quarter
-    # faster in it on a CPU); a CPU suffix on cached features is as fast or slower in it, so keeps the default.
-    layout = torch.channels_last if cut == 0 or device.type == "cuda" else torch.contiguous_format
+    # faster in it on a CPU); a CPU suffix on cached features is as fast or slower in it, so keeps the default,
+    # and a linear head reads pooled (2-D) features, which have no channels_last.
+    image_like = cut < len(model.blocks)
+    layout = (
+        torch.channels_last if cut == 0 or (device.type == "cuda" and image_like) else torch.contiguous_format
+    )
     net.to(memory_format=layout)
     history, best_epoch = fit(
         net,

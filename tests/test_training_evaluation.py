@@ -105,6 +105,9 @@ def test_scratch_training_runs_on_images_with_early_stopping():
     )
     assert result.cut == 0 and result.cache_engine == "none" and result.test_probs.shape == (1, 6, 3)
     assert 2 <= len(result.history) <= 6
+    # Trained in channels_last, returned in the default layout: what checkpoints, ONNX export and INT8 expect.
+    convs = [m.weight for m in result.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous() for w in convs)
 
 
 def test_bad_config_is_refused():

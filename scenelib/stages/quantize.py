@@ -53,8 +53,8 @@ Runner = Callable[[np.ndarray], np.ndarray]
 TEST_COLUMNS = [
     c for c in RESULT_COLUMNS if c.startswith(("accuracy", "macro_f1")) and not c.endswith(("_mean", "_std"))
 ]
-TTA_BUDGET_S = 60.0
-QUICK_CALIBRATION = 16  # images calibrating the PyTorch INT8 build that is timed before full calibration  # a variant slower than this over all test views is evaluated on the plain view only
+TTA_BUDGET_S = 60.0  # a variant slower than this over all test views is evaluated on the plain view only
+QUICK_CALIBRATION = 16  # images calibrating the PyTorch INT8 build that is timed before full calibration
 
 
 def calibration_batch(run: RunDir, n: int, size: int, mean, std, seed: int = 0) -> torch.Tensor:
