@@ -180,19 +180,19 @@ def test_a_lost_point_is_a_negative_change_in_the_sentence(finished_run):
 
 
 def test_calibration_and_the_guard_read_no_test_image(finished_run, monkeypatch):
-    from scenelib.stages import quantize
+    from scenelib.stages import variants
 
     run = finished_run
     test_paths = {r.path for r in split_rows(read_manifest(run.splits_csv), "test")}
     read: list[str] = []
-    real = quantize.decode_images
+    real = variants.decode_images
 
     def spy(paths, size, *args, **kwargs):
         read.extend(str(p) for p in paths)
         return real(paths, size, *args, **kwargs)
 
-    monkeypatch.setattr(quantize, "decode_images", spy)
-    mv = quantize.ModelVariants(run, "simple_cnn", 2, 8, 0, "avx2")
+    monkeypatch.setattr(variants, "decode_images", spy)
+    mv = variants.ModelVariants(run, "simple_cnn", 2, 8, 0, "avx2")
     mv.build_onnx_fp32()
     mv.build_onnx_int8()
     mv.build_torch_int8()
@@ -253,7 +253,7 @@ def test_a_variant_slower_than_its_fp32_keeps_its_latency_but_no_test_numbers(fi
 def test_a_pytorch_int8_model_found_slow_after_a_few_calibration_images_is_not_built(
     finished_run, monkeypatch
 ):
-    from scenelib.stages import quantize
+    from scenelib.stages import variants
 
     run = finished_run
     stale = run.torch_int8("simple_cnn")
@@ -264,14 +264,14 @@ def test_a_pytorch_int8_model_found_slow_after_a_few_calibration_images_is_not_b
         checked.append(how)
         return f"slower than {reference} (9.0 vs 4.0 ms, {how})"
 
-    monkeypatch.setattr(quantize, "slower", slow)
-    mv = quantize.ModelVariants(run, "simple_cnn", 2, 64, 0, "vnni")
+    monkeypatch.setattr(variants, "slower", slow)
+    mv = variants.ModelVariants(run, "simple_cnn", 2, 64, 0, "vnni")
     mv.build_torch_int8()
     entry = mv.info["variants"]["int8-torch"]
-    assert checked == [f"quick check, calibrated on {quantize.QUICK_CALIBRATION} images"]
+    assert checked == [f"quick check, calibrated on {variants.QUICK_CALIBRATION} images"]
     assert entry["status"] == (
         f"not recommended: slower than eager fp32 (9.0 vs 4.0 ms, quick check, calibrated on "
-        f"{quantize.QUICK_CALIBRATION} images); neither calibrated in full nor validated"
+        f"{variants.QUICK_CALIBRATION} images); neither calibrated in full nor validated"
     )
     assert "int8-torch" not in mv.runners and not stale.exists()
 

@@ -245,7 +245,7 @@ def test_tta_is_evaluated_only_for_a_variant_that_could_be_recommended():
 def test_the_quick_speed_check_times_the_candidate_and_its_fp32_in_turn():
     import time
 
-    from scenelib.stages.quantize import slower
+    from scenelib.stages.variants import slower
 
     order = []
 

@@ -24,7 +24,8 @@ from ..rundir import RunDir, read_json, write_json
 from ..splits import read_manifest, split_rows
 from ..training import count_params
 from ..transforms import decode_images, views
-from .quantize import EAGER_BATCH, bulk_eager_runner, fp32_reference, machine_of, predict
+from .quantize import fp32_reference, machine_of
+from .variants import EAGER_BATCH, bulk_eager_runner, predict
 
 THROUGHPUT_BATCH = 32
 

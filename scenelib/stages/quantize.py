@@ -1,105 +1,34 @@
 """Stage 04: INT8 and ONNX variants of every trained model, guarded on validation, evaluated and timed.
 
-Per model: the fp32 ONNX export (checked against PyTorch); ONNX Runtime INT8 and PyTorch INT8, each built
-with the recipe sequence for this CPU's INT8 kernels and kept only if its validation accuracy holds against
-its own fp32 source (``recipes.guarded_search``); then all four variants, eager fp32 included, timed in one
-interleaved session, and evaluated once on the test split. Calibration reads training images and the guard
+Per model: the fp32 ONNX export, ONNX Runtime INT8 and PyTorch INT8, built and guarded on validation data
+(``variants.ModelVariants``); then all four variants, eager fp32 included, timed in one interleaved
+session, and evaluated once on the test split, except a variant slower than its own fp32 (never
+recommended, so its test accuracy would decide nothing). Calibration reads training images and the guard
 validation images; test images are read only after every choice is made.
 """
 
 from __future__ import annotations
 
-import copy
-import random
 import time
-import warnings
-from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import ensemble, journal, progress
-from ..benchmark import file_mb, onnx_infer, time_interleaved, torch_infer
-from ..claims import change_bound, images_to_show, interval_columns, not_shown
+from ..benchmark import time_interleaved
+from ..claims import interval_columns, not_shown
 from ..evaluation import Predictions, accuracy_and_f1
-from ..features import extract_views, ort_session
 from ..hardware import machine_record
-from ..models import load_checkpoint
-from ..quantization import (
-    calibrate,
-    convert,
-    export_onnx,
-    prepare_torch,
-    quantize_onnx,
-    quantized_layers,
-    save_torchscript,
-)
-from ..recipes import (
-    ORT_RECIPES,
-    TOLERANCE_PT,
-    TORCH_RECIPES,
-    guarded_search,
-    ort_recipes,
-    search_plan,
-    torch_recipes,
-)
 from ..rundir import FP32_SOURCE, RESULT_COLUMNS, VARIANTS, RunDir, read_json, write_json
 from ..splits import read_manifest, split_rows
-from ..transforms import decode_images, normalize, views
+from ..transforms import decode_images, views
+from .variants import ModelVariants, predict
 
-Runner = Callable[[np.ndarray], np.ndarray]
 # One evaluation's test columns (not the --repeats summary's _mean / _std)
 TEST_COLUMNS = [
     c for c in RESULT_COLUMNS if c.startswith(("accuracy", "macro_f1")) and not c.endswith(("_mean", "_std"))
 ]
 TTA_BUDGET_S = 60.0  # a variant slower than this over all test views is evaluated on the plain view only
-QUICK_CALIBRATION = 16  # images calibrating the PyTorch INT8 build that is timed before full calibration
-
-
-def calibration_batch(run: RunDir, n: int, size: int, mean, std, seed: int = 0) -> torch.Tensor:
-    """``n`` training images (never validation or test), seeded, normalised like the model's input."""
-    rows = split_rows(read_manifest(run.splits_csv), "train")
-    rows = random.Random(seed).sample(rows, min(n, len(rows)))
-    return normalize(decode_images([r.path for r in rows], size), mean, std)
-
-
-def predict(runner: Runner, images: torch.Tensor, mean, std, test_views, batch_size: int = 32) -> np.ndarray:
-    """Softmax of every view: [V, N, C]."""
-    logits = extract_views(
-        runner, images, mean, std, test_views, batch_size=batch_size, desc="evaluate"
-    ).float()
-    return logits.softmax(-1).numpy()
-
-
-def torch_runner(model: torch.nn.Module) -> Runner:
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(x)).numpy()
-
-    return run
-
-
-EAGER_BATCH = 8  # with channels_last: the fastest bulk batch for eager fp32 on the CPUs measured
-
-
-def bulk_eager_runner(model: torch.nn.Module) -> Runner:
-    """Eager fp32 for many images (feed it batches of ``EAGER_BATCH``): a channels_last copy of ``model``.
-    oneDNN's CPU convolutions, the depthwise ones above all, run about twice as fast in that layout at small
-    batches as in the default one at batch 32 (MobileNetV2: 9 vs 24 ms an image); logits agree to about
-    1e-5. ``model`` itself stays in the default layout, the one its latency is timed and deployed in."""
-    fast = copy.deepcopy(model).to(memory_format=torch.channels_last).eval()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return fast(torch.from_numpy(x).contiguous(memory_format=torch.channels_last)).numpy()
-
-    return run
-
-
-def ort_runner(session) -> Runner:
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
 
 
 def machine_of(run: RunDir, threads: int) -> dict:
@@ -109,237 +38,6 @@ def machine_of(run: RunDir, threads: int) -> dict:
         if machine:
             return machine
     return machine_record(threads, reference=False)
-
-
-def slower(
-    reference: str, candidate: Callable, source: Callable, how: str = "quick check", calls: int = 7
-) -> str:
-    """Why a variant cannot pay ("" if it might): slower than its fp32 ``source`` in a quick check. The two
-    are called in turn and their medians compared, so a burst of load on a shared machine slows both
-    rather than deciding the outcome. The later recipes of a sequence keep more layers in fp32 or change
-    only the calibration: none can make it faster."""
-    timings = time_interleaved(
-        {"candidate": candidate, "source": source}, warmup=1, rounds=calls, runs_per_round=1
-    )
-    ms, reference_ms = timings["candidate"].median, timings["source"].median
-    if ms <= reference_ms:
-        return ""
-    return f"slower than {reference} ({ms:.1f} vs {reference_ms:.1f} ms, {how})"
-
-
-class ModelVariants:
-    """The four variants of one trained model, built and guarded on validation data (no test image)."""
-
-    def __init__(self, run: RunDir, name: str, threads: int, n_calibration: int, seed: int, int8_class: str):
-        self.run, self.name, self.threads = run, name, threads
-        self.model, meta = load_checkpoint(run.checkpoint(name))
-        self.size, self.mean, self.std = meta["input_size"], meta["mean"], meta["std"]
-        self.calibration = calibration_batch(run, n_calibration, self.size, self.mean, self.std, seed)
-        val_rows = split_rows(read_manifest(run.splits_csv), "val")
-        self.val_images = decode_images([r.path for r in val_rows], self.size)
-        # The guard reads every view of every validation image (the model's TTA views): 147 images alone
-        # resolve 0.68 pt, too coarse for a 0.5 pt tolerance; 8 views resolve 0.09 pt.
-        train = read_json(run.train_json(name))
-        self.val_views = views(train["config"]["augmentation"], self.size, train["config"]["seed"])
-        self.val_views = self.val_views[: max(1, train.get("tta_views", 1))]
-        self.val_labels = np.tile(np.array([r.label for r in val_rows]), len(self.val_views))
-        self.int8_class = int8_class
-        x1 = np.random.default_rng(0).standard_normal((1, 3, self.size, self.size), dtype=np.float32)
-        self.x1 = x1
-        self.runners: dict[str, Runner] = {"fp32": torch_runner(self.model)}
-        self.calls: dict[str, Callable] = {"fp32": torch_infer(self.model, torch.from_numpy(x1))}
-        self.sizes = {"fp32": file_mb(run.checkpoint(name))}
-        self.single_val: dict[str, float] = {}
-        self.val_probs: dict[str, np.ndarray | None] = {}
-        self.info: dict = {
-            "model": name,
-            "calibration_images": len(self.calibration),
-            "calibration_source": "train split",
-            "guard_source": f"validation split ({len(val_rows)} images x {len(self.val_views)} views)",
-            "int8_class": int8_class,
-            "variants": {"fp32": {"status": "ok", "source": "fp32"}},
-            "notes": [],
-        }
-
-    def validate(self, runner: Runner, key: str | None = None, n_views: int | None = None) -> np.ndarray:
-        """Softmax of the first ``n_views`` (default: every) validation view, views stacked: [V * N, C]
-        (labels: ``val_labels``). The plain view's accuracy is kept under ``key``: results.csv's
-        val_accuracy is single view for every row."""
-        probs = predict(runner, self.val_images, self.mean, self.std, self.val_views[:n_views])
-        if key is not None:
-            n = len(self.val_images)
-            self.single_val[key] = float((probs[0].argmax(1) == self.val_labels[:n]).mean())
-        return probs.reshape(-1, probs.shape[-1])
-
-    def plan(self, variant: str, recipes: list) -> list:
-        """The recipes worth trying with this validation split (``recipes.search_plan``), noted if cut."""
-        recipes, note = search_plan(recipes, len(self.val_images), images_to_show(TOLERANCE_PT))
-        if note:
-            self._entry(variant)["search"] = note
-        return recipes
-
-    def _entry(self, variant: str) -> dict:
-        return self.info["variants"].setdefault(variant, {"source": FP32_SOURCE[variant]})
-
-    def build_onnx_fp32(self) -> None:
-        entry, start = self._entry("onnx-fp32"), time.perf_counter()
-        try:
-            path = self.run.onnx_fp32(self.name)
-            self.info["onnx_max_abs_diff"] = export_onnx(
-                self.model, self.size, path, self.calibration[:8].numpy(), self.threads
-            )
-            session = ort_session(str(path), self.threads)
-        except Exception as exc:  # an op the exporter or checker rejects: recorded, the rest goes on
-            entry["status"] = (
-                f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-            )
-            return
-        self.runners["onnx-fp32"] = ort_runner(session)
-        self.calls["onnx-fp32"] = onnx_infer(session, self.x1)
-        self.sizes["onnx-fp32"] = file_mb(path)
-        self.val_probs["onnx-fp32"] = self.validate(self.runners["onnx-fp32"], "onnx-fp32")
-        entry.update(status="ok", build_seconds=time.perf_counter() - start)
-
-    def fp32_val(self) -> np.ndarray:
-        """The fp32 model's validation probabilities, the reference of both guards: the ONNX export's where
-        it exists (checked against PyTorch, and 2-3x faster on a CPU), else PyTorch's."""
-        if "fp32" in self.val_probs:
-            return self.val_probs["fp32"]
-        if "onnx-fp32" in self.val_probs:
-            self.val_probs["fp32"] = self.val_probs["onnx-fp32"]
-            self.single_val["fp32"] = self.single_val["onnx-fp32"]
-            diff = self.info.get("onnx_max_abs_diff")
-            self.info["guard_reference"] = f"fp32 in ONNX Runtime (logits within {diff:.1g} of PyTorch's)"
-        else:
-            self.val_probs["fp32"] = self.validate(self.runners["fp32"], "fp32")
-            self.info["guard_reference"] = "fp32 in PyTorch"
-        return self.val_probs["fp32"]
-
-    def build_onnx_int8(self) -> None:
-        entry = self._entry("onnx-int8")
-        if "onnx-fp32" not in self.runners:
-            entry["status"] = "failed: needs the fp32 ONNX export, which failed"
-            return
-        final = self.run.onnx_int8(self.name)
-
-        def build(recipe):
-            path = final.with_name(f"model.int8.{recipe.name}.onnx")
-            quantize_onnx(self.run.onnx_fp32(self.name), path, self.calibration.numpy(), recipe)
-            return recipe.name, ort_session(str(path), self.threads)
-
-        guard = guarded_search(
-            self.plan(variant="onnx-int8", recipes=ort_recipes(self.int8_class)),
-            build,
-            lambda built, n: self.validate(ort_runner(built[1]), f"onnx-int8:{built[0]}", n),
-            self.val_labels,
-            self.val_probs["onnx-fp32"],
-            n_views=len(self.val_views),
-            too_slow=lambda built: slower(
-                "ONNX fp32", onnx_infer(built[1], self.x1), self.calls["onnx-fp32"]
-            ),
-        )
-        for attempt in guard.attempts:  # keep only the chosen recipe's file, under the documented name
-            path = final.with_name(f"model.int8.{attempt.recipe}.onnx")
-            if attempt.recipe == guard.recipe:
-                path.replace(final)
-            else:
-                path.unlink(missing_ok=True)
-        self._finish("onnx-int8", guard, lambda: ort_session(str(final), self.threads), final)
-
-    def build_torch_int8(self) -> None:
-        prepared: dict[str, torch.nn.Module] = {}  # per recipe: observers calibrated on the first images
-
-        def script(qmodel):
-            with torch.inference_mode():
-                return torch.jit.freeze(torch.jit.trace(qmodel, torch.from_numpy(self.x1)).eval())
-
-        def speed_check(recipe) -> str:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                observed = prepare_torch(self.model, self.size, self.calibration, recipe)
-                calibrate(observed, self.calibration[:QUICK_CALIBRATION])
-                quick = script(convert(observed, keep=True))
-            self._note(caught)
-            prepared[recipe.name] = observed
-            return slower(
-                "eager fp32",
-                torch_infer(quick, torch.from_numpy(self.x1)),
-                self.calls["fp32"],
-                f"quick check, calibrated on {QUICK_CALIBRATION} images",
-            )
-
-        def build(recipe):
-            with warnings.catch_warnings(record=True) as caught:  # deprecations are recorded, not shown
-                warnings.simplefilter("always")
-                observed = prepared.pop(recipe.name)
-                calibrate(observed, self.calibration[QUICK_CALIBRATION:])
-                qmodel = convert(observed)
-                layers = quantized_layers(qmodel)
-                scripted = script(qmodel)
-            self._note(caught)
-            self.info.setdefault("torch_int8_layers", {})[recipe.name] = layers
-            return recipe.name, qmodel, scripted
-
-        guard = guarded_search(
-            self.plan(variant="int8-torch", recipes=torch_recipes(self.int8_class)),
-            build,
-            lambda built, n: self.validate(torch_runner(built[2]), f"int8-torch:{built[0]}", n),
-            self.val_labels,
-            self.fp32_val(),
-            n_views=len(self.val_views),
-            speed_check=speed_check,
-        )
-        path = self.run.torch_int8(self.name)
-        if guard.built is not None:
-            save_torchscript(guard.built[1], torch.from_numpy(self.x1), path)
-        else:  # an earlier run's file would be taken for this run's
-            path.unlink(missing_ok=True)
-        self._finish("int8-torch", guard, lambda: torch.jit.load(str(path)), path)
-
-    def _note(self, caught) -> None:
-        """Record caught warnings (PyTorch's deprecations of its INT8 path) once each in the notes."""
-        self.info["notes"] += sorted(
-            {f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught}
-            - set(self.info["notes"])
-        )
-
-    def _finish(self, variant: str, guard, load: Callable, path: Path) -> None:
-        """Record the guard's outcome; load what a user would deploy (the saved file) for evaluation."""
-        entry = self._entry(variant)
-        entry.update(status=guard.status, guard=guard.record())
-        if guard.recipe is None:
-            return
-        recipe = ORT_RECIPES.get(guard.recipe) if variant == "onnx-int8" else None
-        entry["recipe"] = guard.recipe
-        entry["recipe_why"] = (recipe or TORCH_RECIPES[guard.recipe]).why
-        loaded = load()
-        if variant == "onnx-int8":
-            self.runners[variant], self.calls[variant] = ort_runner(loaded), onnx_infer(loaded, self.x1)
-        else:
-            self.runners[variant] = torch_runner(loaded)
-            self.calls[variant] = torch_infer(loaded, torch.from_numpy(self.x1))
-        self.sizes[variant] = file_mb(path)
-        kept = next(a for a in guard.attempts if a.recipe == guard.recipe)
-        self.val_probs[variant] = None  # measured by the guard: see guard.attempts
-        entry["val_accuracy"], entry["val_change_pt"] = kept.val_accuracy, kept.change_pt
-        entry["val_views"] = kept.views
-        entry["val_changed"], entry["val_images"] = kept.changed, kept.images
-        entry["val_change_bound_pt"] = change_bound(kept.changed, kept.images)
-        entry["val_accuracy_single_view"] = self.single_val.get(f"{variant}:{guard.recipe}")
-
-    def validation_summary(self) -> None:
-        self.fp32_val()
-        for variant in ("fp32", "onnx-fp32"):
-            probs = self.val_probs.get(variant)
-            if probs is not None:
-                acc = float((probs.argmax(1) == self.val_labels).mean())
-                ref = float((self.fp32_val().argmax(1) == self.val_labels).mean())
-                self._entry(variant).update(
-                    val_accuracy=acc,
-                    val_change_pt=100 * (acc - ref),
-                    val_views=len(self.val_views),
-                    val_accuracy_single_view=self.single_val.get(variant),
-                )
 
 
 def slower_than_source(status: str, timing, own) -> str:
