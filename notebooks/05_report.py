@@ -122,9 +122,10 @@ if len(spread):
             f"Every trained model was trained again on {spread['splits'].max() - 1} more seeded splits "
             "(`--repeats`): mean ± sample standard deviation over the splits, scored on each split's own "
             "test images from training's predictions (`repeats.csv` has one row per split). This spread is "
-            "what one split cannot show. The last row follows the report's own rule in every split: the model "
-            "its validation split ranks first, scored on that split's test images; the 95% CI of the mean is a "
-            "t-interval over the splits."
+            "what one split cannot show. The last two rows follow the report's own rules in every split: the "
+            "model its validation split ranks first, and its pick when a soft vote of the top models may "
+            "compete (the ensemble rule: validation accuracy, then validation log-loss), each scored on that "
+            "split's test images; the 95% CI of the mean is a t-interval over the splits."
         )
     )
     display(

@@ -8,7 +8,10 @@ Split 1 is the run itself. Split r (2..N) is a small run directory, ``<run>/repe
 ``splits.csv`` (the same preset with seed + r - 1, duplicate groups kept on one side, the same corrupt files
 left out) and what ``02_train_model``, the same notebook, writes there. Every split is scored the same way:
 the test predictions training writes (single view and TTA), so split 1's numbers here can differ from the
-end-to-end ones in the main tables by the cached-vs-end-to-end agreement the benchmark stage reports.
+end-to-end ones in the main tables by the cached-vs-end-to-end agreement the benchmark stage reports. Two
+rows per split say what a user following the report gets: the single model its validation picks, and its
+pick when a soft vote of the top models may compete (chosen by ensemble.py's rule on training's validation
+predictions).
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import pandas as pd
 from scipy import stats
 
 from .datasets import SceneDataset
+from .ensemble import best, better, select
 from .evaluation import Predictions, accuracy_and_f1
-from .rundir import RunDir, read_json, write_json
+from .rundir import TRAIN_VAL, RunDir, read_json, write_json
 from .splits import make_splits, write_manifest
 
 REPEATS_DIR = "repeats"
@@ -86,20 +90,65 @@ def repeat_rows(run: RunDir, repeats: int, models: list[str]) -> pd.DataFrame:
 
 
 CHOSEN = "chosen on validation"
+VOTE = "chosen on validation, soft vote allowed"
+
+
+def _ranked(rows: pd.DataFrame) -> pd.DataFrame:
+    """Best first per split: highest validation accuracy, ties: lower validation loss (as
+    ``claims.validation_ranking``)."""
+    loss = rows["val_loss"] if "val_loss" in rows else pd.Series(np.nan, index=rows.index)
+    return (
+        rows.assign(_loss=loss.fillna(np.inf))
+        .sort_values(["split", "val_accuracy", "_loss"], ascending=[True, False, True], kind="stable")
+        .drop(columns="_loss")
+    )
 
 
 def chosen_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per split, the row of the model its validation split picks (highest validation accuracy, ties: lower
-    validation loss, as ``claims.validation_ranking``), renamed ``CHOSEN`` with the pick in ``picked``: the
-    spread of what a user following the report would get, not of a model fixed in hindsight."""
+    """Per split, the row of the single model its validation split picks, renamed ``CHOSEN`` with the pick in
+    ``picked``: the spread of what a user following the report would get, not of a model fixed in
+    hindsight."""
     if rows.empty:
         return rows
-    loss = rows["val_loss"] if "val_loss" in rows else pd.Series(np.nan, index=rows.index)
-    ranked = rows.assign(_loss=loss.fillna(np.inf)).sort_values(
-        ["split", "val_accuracy", "_loss"], ascending=[True, False, True], kind="stable"
-    )
-    picked = ranked.groupby("split", sort=True).head(1).drop(columns="_loss")
+    picked = _ranked(rows[rows["model"] != VOTE]).groupby("split", sort=True).head(1)
     return picked.assign(picked=picked["model"], model=CHOSEN)
+
+
+def vote_rows(run: RunDir, rows: pd.DataFrame) -> pd.DataFrame:
+    """Per split with two or more models, the ``VOTE`` row: what its validation picks when a soft vote of the
+    top models may compete with the best one (``ensemble.select``, on training's validation predictions),
+    scored on that split's test images; ``picked`` names the members."""
+    out = []
+    for r, split in _ranked(rows).groupby("split", sort=True):
+        sub = repeat_run(run, int(r))
+        ranked = [m for m in split["model"] if sub.predictions(m, TRAIN_VAL).exists()]
+        if len(ranked) < 2:
+            continue
+        val = {m: Predictions.load(sub.predictions(m, TRAIN_VAL)) for m in ranked}
+        single, votes = select({m: p.single for m, p in val.items()}, val[ranked[0]].labels, ranked)
+        kept = best(votes)
+        kept = kept if better(kept, single) else single
+        test = [Predictions.load(sub.predictions(m, "fp32")) for m in kept["members"]]
+        if len({p.probs.shape for p in test}) > 1:  # members with different TTA views: the plain view only
+            test = [Predictions(p.probs[:1], p.labels, p.paths, p.classes) for p in test]
+        vote = Predictions(np.mean([p.probs for p in test], axis=0), test[0].labels, test[0].paths, [])
+        acc, f1 = accuracy_and_f1(vote.single, vote.labels)
+        first = split.iloc[0]
+        out.append(
+            {
+                "model": VOTE,
+                "split": r,
+                "seed": first["seed"],
+                "val_accuracy": kept["val_accuracy"],
+                "val_loss": np.nan,
+                "accuracy": acc,
+                "accuracy_tta": accuracy_and_f1(vote.tta, vote.labels)[0] if vote.tta is not None else np.nan,
+                "macro_f1": f1,
+                "train_seconds": split.set_index("model").loc[kept["members"], "train_seconds"].sum(),
+                "picked": "+".join(kept["members"]),
+            }
+        )
+    return pd.DataFrame(out)
 
 
 def mean_interval(values) -> tuple[float, float]:
@@ -133,7 +182,9 @@ def summarize(run: RunDir, repeats: int, models: list[str]) -> pd.DataFrame:
     """Mean, sample std and count per model over the splits; writes ``repeats.csv`` (one row per split)
     and the ``*_mean`` / ``*_std`` / ``repeats`` columns of the fp32 rows of ``results.csv``."""
     rows = repeat_rows(run, repeats, models)
-    rows.to_csv(run.root / REPEATS_CSV, index=False)
+    pd.concat([rows, vote_rows(run, rows)] if not rows.empty else [rows], ignore_index=True).to_csv(
+        run.root / REPEATS_CSV, index=False
+    )
     if rows.empty:
         return rows
     out = spread(rows)

@@ -165,6 +165,9 @@ def open_run(run_dir: str | os.PathLike = "") -> RunDir:
     return RunDir(path)
 
 
+TRAIN_VAL = "fp32-train-val"  # RunDir.predictions: training's validation predictions
+
+
 class RunDir:
     """Paths and small I/O helpers for one run directory."""
 
@@ -238,9 +241,10 @@ class RunDir:
         return self.model_dir(model) / "train.json"
 
     def predictions(self, model: str, variant: str = "fp32") -> Path:
-        """``fp32``: training's test predictions (cached prefix features for linear/partial); ``fp32-e2e``:
-        the saved checkpoint end to end in PyTorch (benchmark stage), ``fp32-val`` the same on the validation
-        split (for the ensemble's choice); other names: the deployed variants."""
+        """``fp32``: training's test predictions (cached prefix features for linear/partial), ``fp32-train-val``
+        its validation ones (plain view; what each repeated split's ensemble is chosen on); ``fp32-e2e``: the
+        saved checkpoint end to end in PyTorch (benchmark stage), ``fp32-val`` the same on the validation split
+        (for the main split's ensemble); other names: the deployed variants."""
         return self.model_dir(model) / f"predictions-{variant}.npz"
 
     def onnx_fp32(self, model: str) -> Path:

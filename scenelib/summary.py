@@ -25,7 +25,7 @@ from .ensemble import name as ensemble_name
 from .ensemble import read as read_ensemble
 from .evaluation import Predictions
 from .recipes import TOLERANCE_PT
-from .repeats import CHOSEN, REPEATS_CSV, chosen_rows, mean_interval, spread
+from .repeats import CHOSEN, REPEATS_CSV, VOTE, chosen_rows, mean_interval, spread
 from .report import esc, results_frame
 from .rundir import RunDir, read_json
 from .splits import read_manifest, split_rows
@@ -126,23 +126,30 @@ def summary_lines(run: RunDir) -> list[str]:
             f"{esc(r['model'])} {r['test accuracy']} single view"
             + (f", {r['with TTA']} with TTA" if r["with TTA"] else "")
             for _, r in spread.iterrows()
-            if r["model"] != CHOSEN
+            if r["model"] not in (CHOSEN, VOTE)
         )
-        chosen = spread.set_index("model").loc[CHOSEN]
-        ci = chosen["95% CI of the mean (TTA)"] or chosen["95% CI of the mean"]
-        lines.append(
+        picks = spread.set_index("model")
+        line = (
             f"- **Over {n} seeded splits** (mean ± sample std; each split trains anew, nothing chosen on test): "
-            f"{items}. The model each split's validation picks ({esc(chosen['picked per split'])}): "
-            f"{chosen['test accuracy']} single view"
-            + (f", {chosen['with TTA']} with TTA" if chosen["with TTA"] else "")
-            + (
-                f" (95% t-interval of the mean{' with TTA' if chosen['with TTA'] else ''}: {ci})"
-                if ci
-                else ""
-            )
-            + "."
+            f"{items}. The model each split's validation picks {_pick_scores(picks.loc[CHOSEN])}."
         )
+        if VOTE in picks.index:
+            line += (
+                " Letting a soft vote of the top models compete (the same rule as the ensemble above, on each "
+                f"split's validation), the picks are {_pick_scores(picks.loc[VOTE])}."
+            )
+        lines.append(line)
     return lines
+
+
+def _pick_scores(pick: pd.Series) -> str:
+    """'(a, b, c): x ± s single view, y ± s with TTA (95% t-interval of the mean with TTA: l–h)'."""
+    ci = pick["95% CI of the mean (TTA)"] or pick["95% CI of the mean"]
+    return (
+        f"({esc(pick['picked per split'])}): {pick['test accuracy']} single view"
+        + (f", {pick['with TTA']} with TTA" if pick["with TTA"] else "")
+        + (f" (95% t-interval of the mean{' with TTA' if pick['with TTA'] else ''}: {ci})" if ci else "")
+    )
 
 
 def _mean_std(mean: float, std: float) -> str:
@@ -172,6 +179,8 @@ def ensemble_line(run: RunDir) -> str:
     val = (
         f"{_pct(e['val_accuracy'])} validation vs {_pct(e['best_single_val_accuracy_e2e'])} for {best} alone"
     )
+    if e["val_accuracy"] == e["best_single_val_accuracy_e2e"] and "val_log_loss" in e:
+        val += f"; level, so the validation log-loss decides: {e['val_log_loss']:.3f} vs {e['best_single_val_log_loss']:.3f}"
     if not e["beats_best_single_on_validation"]:
         return f"- **Ensemble**: the best soft vote ({vote}) does not beat {best} alone on validation ({val}): not recommended."
     tta = (
@@ -246,7 +255,9 @@ def repeats_table(run: RunDir) -> pd.DataFrame:
     if rows.empty or rows["split"].nunique() < 2:
         return pd.DataFrame()
     chosen = chosen_rows(rows)
-    picks = chosen["picked"]
+    picks = {CHOSEN: ", ".join(chosen["picked"])}
+    if VOTE in set(rows["model"]):
+        picks[VOTE] = ", ".join(rows.loc[rows["model"] == VOTE, "picked"])
     rows = pd.concat([rows, chosen], ignore_index=True)
     metric = {m: rows.groupby("model", sort=False)[m] for m in ("accuracy", "accuracy_tta")}
     return pd.DataFrame(
@@ -261,7 +272,7 @@ def repeats_table(run: RunDir) -> pd.DataFrame:
                 "95% CI of the mean (TTA)": _mean_ci(metric["accuracy_tta"].get_group(s.model)),
                 "macro-F1": _mean_std(s.macro_f1_mean, s.macro_f1_std),
                 "train seconds (mean)": s.train_seconds_mean,
-                "picked per split": ", ".join(picks) if s.model == CHOSEN else "",
+                "picked per split": picks.get(s.model, ""),
             }
             for s in spread(rows).itertuples()
         ]

@@ -80,6 +80,7 @@ class TrainResult:
     cache_seconds: float
     cache_engine: str
     test_probs: np.ndarray  # [V, N, C]: softmax per test view; view 0 is the plain image
+    val_probs: np.ndarray  # [N, C]: softmax on the plain validation images (the ensemble's choice reads it)
     trainable_params: int
     probe: dict | None = None  # the linear-probe baseline (probe.linear_probe), if run
 
@@ -347,16 +348,16 @@ def train_model(
     )
     train_seconds = time.perf_counter() - start
     net.eval()
-    with torch.inference_mode():  # test predictions in fp32 on the device: what the checkpoint will give
-        probs = [
-            torch.cat(
-                [
-                    net(x.to(device, memory_format=layout)).float().softmax(1).cpu()
-                    for x, _ in split_batches("test", test.labels, v)
-                ]
-            ).numpy()
-            for v in range(len(test_views))
-        ]
+
+    def softmax(name: str, labels: torch.Tensor, view: int) -> np.ndarray:
+        batches = split_batches(name, labels, view)
+        return torch.cat(
+            [net(x.to(device, memory_format=layout)).float().softmax(1).cpu() for x, _ in batches]
+        ).numpy()
+
+    with torch.inference_mode():  # predictions in fp32 on the device: what the checkpoint will give
+        probs = [softmax("test", test.labels, v) for v in range(len(test_views))]
+        val_probs = softmax("val", val.labels, 0)
     model.to("cpu", memory_format=torch.contiguous_format)  # checkpoints, benchmarks and INT8: CPU work
     for p in model.parameters():
         p.requires_grad_(False)
@@ -370,6 +371,7 @@ def train_model(
         cache_seconds,
         engine,
         np.stack(probs),
+        val_probs,
         trainable,
         probe,
     )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from scenelib import ensemble
+from scenelib import ensemble, repeats
 from scenelib import summary as sm
 from scenelib.evaluation import Predictions
-from scenelib.rundir import RunDir, write_json
+from scenelib.rundir import TRAIN_VAL, RunDir, write_json
 
 CLASSES = ["a", "b", "c"]
 
@@ -71,3 +72,60 @@ def test_one_model_makes_no_ensemble_and_a_losing_vote_is_not_recommended(three_
     assert not record["beats_best_single_on_validation"]
     write_json(run.benchmark_json, {"ensemble": record})
     assert "not recommended" in sm.ensemble_line(run)
+
+
+def test_equal_validation_accuracy_goes_to_the_lower_log_loss():
+    """With a hundred-odd validation images accuracies tie often; the surer vote then wins, a less accurate
+    one never does."""
+    labels = np.arange(30) % 3
+    unsure = np.full((30, 3), 0.25)
+    unsure[np.arange(30), labels] = 0.5
+    sure = np.full((30, 3), 0.005)
+    sure[np.arange(30), labels] = 0.99
+    single, votes = ensemble.select({"m1": unsure, "m2": sure}, labels, ["m1", "m2"])
+    assert single["val_accuracy"] == votes[0]["val_accuracy"] == 1.0
+    assert votes[0]["val_log_loss"] < single["val_log_loss"] and ensemble.better(votes[0], single)
+    wrong = np.roll(sure, 1, axis=1)  # confidently wrong everywhere: the vote loses accuracy
+    single, votes = ensemble.select({"m1": unsure, "m2": wrong}, labels, ["m1", "m2"])
+    assert votes[0]["val_accuracy"] < 1.0 and not ensemble.better(votes[0], single)
+
+
+def _split_model(sub: RunDir, name: str, seed: int, val_right, test_right, labels) -> None:
+    """What training writes for one model of one split: train.json, history, validation and test softmax."""
+    val_acc = float(np.mean(val_right))
+    write_json(
+        sub.train_json(name),
+        {"val_accuracy": val_acc, "best_epoch": 1, "train_seconds": 10.0, "config": {"seed": seed}},
+    )
+    write_json(sub.history_json(name), [{"val_loss": 1.0 - val_acc}])
+    paths = np.array([f"{i}.png" for i in range(len(labels))])
+    Predictions(_probs(labels, val_right)[None], labels, paths, CLASSES).save(
+        sub.predictions(name, TRAIN_VAL)
+    )
+    test = _probs(labels, test_right)[None]
+    Predictions(np.concatenate([test, test]), labels, paths, CLASSES).save(sub.predictions(name, "fp32"))
+
+
+def test_each_repeated_split_picks_single_or_vote_on_its_own_validation(tmp_path):
+    """repeats.csv: per split, the soft vote competes with the best single model on that split's validation
+    (training's predictions) and is scored on its test images; the report names the picks."""
+    run = RunDir(tmp_path)
+    labels, third = np.arange(30) % 3, np.arange(30) // 10
+    every = np.ones(30, bool)
+    for name, wrong in (("m1", 0), ("m2", 1), ("m3", 2)):  # split 1: the 3-vote is right everywhere
+        _split_model(run, name, 0, third != wrong, third != wrong, labels)
+    sub = repeats.repeat_run(run, 2)
+    write_json(sub.run_json, {"repeat": 2, "seed": 1})
+    _split_model(sub, "m1", 1, every, every, labels)  # split 2: m1 alone; any vote with m2 loses
+    _split_model(sub, "m2", 1, ~every, ~every, labels)
+    _split_model(sub, "m3", 1, ~every, ~every, labels)
+    repeats.summarize(run, 2, ["m1", "m2", "m3"])
+    rows = pd.read_csv(run.root / repeats.REPEATS_CSV)
+    vote = rows[rows.model == repeats.VOTE].set_index("split")
+    assert vote.picked.tolist() == ["m1+m2+m3", "m1"]
+    assert vote.accuracy.tolist() == [1.0, 1.0] and vote.accuracy_tta.tolist() == [1.0, 1.0]
+    assert vote.loc[1, "train_seconds"] == 30.0
+    assert repeats.VOTE not in set(pd.read_csv(run.results_csv).model)  # no results.csv row of its own
+    table = sm.repeats_table(run).set_index("model")
+    assert table.loc[repeats.VOTE, "picked per split"] == "m1+m2+m3, m1"
+    assert table.loc[repeats.CHOSEN, "picked per split"] == "m1, m1"

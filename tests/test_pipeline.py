@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from scenelib.pipeline import StageOutcome, main, record_training_outcome
-from scenelib.rundir import RESULT_COLUMNS, VARIANTS, RunDir, read_json
+from scenelib.rundir import RESULT_COLUMNS, TRAIN_VAL, VARIANTS, RunDir, read_json
 
 from .conftest import write_image_tree
 
@@ -280,6 +280,8 @@ def test_repeats_train_every_model_on_more_seeded_splits(tiny_dataset, tmp_path)
     assert "Over 2 seeded splits" in html and "Repeated splits" in html
     assert "validation picks (simple_cnn, simple_cnn)" in html
     assert rows.val_loss.notna().all()  # the tie-break of the per-split choice
+    assert second.predictions("simple_cnn", TRAIN_VAL).exists()  # what a soft vote would be chosen on
+    assert "Letting a soft vote" not in html  # one model: nothing to vote with
 
 
 def test_input_size_changes_the_pretrained_models_and_every_stage_uses_it(tiny_dataset, tmp_path, capsys):

@@ -10,7 +10,7 @@ import torch
 from .. import journal
 from ..evaluation import Predictions, accuracy_and_f1
 from ..models import check_model_name, save_checkpoint, to_scene_classifier
-from ..rundir import RunDir, write_json
+from ..rundir import TRAIN_VAL, RunDir, write_json
 from ..splits import class_names, read_manifest, split_rows
 from ..training import SplitData, TrainConfig, TrainResult, count_params, seed_everything, train_model
 from ..transforms import decode_images
@@ -99,6 +99,11 @@ def train_stage(
     test_data, test_paths = splits["test"]
     predictions = Predictions(result.test_probs, test_data.labels.numpy(), np.asarray(test_paths), classes)
     predictions.save(run.predictions(model_name, "fp32"))
+    val_data, val_paths = splits["val"]
+    val_labels = val_data.labels.numpy()
+    Predictions(result.val_probs[None], val_labels, np.asarray(val_paths), classes).save(
+        run.predictions(model_name, TRAIN_VAL)
+    )
     save_checkpoint(
         run.checkpoint(model_name),
         result.model,
