@@ -258,7 +258,8 @@ def repeats_table(run: RunDir) -> pd.DataFrame:
     picks = {CHOSEN: ", ".join(chosen["picked"])}
     if VOTE in set(rows["model"]):
         picks[VOTE] = ", ".join(rows.loc[rows["model"] == VOTE, "picked"])
-    rows = pd.concat([rows, chosen], ignore_index=True)
+    votes = rows["model"] == VOTE
+    rows = pd.concat([rows[~votes], chosen, rows[votes]], ignore_index=True)
     metric = {m: rows.groupby("model", sort=False)[m] for m in ("accuracy", "accuracy_tta")}
     return pd.DataFrame(
         [

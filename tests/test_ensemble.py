@@ -129,3 +129,4 @@ def test_each_repeated_split_picks_single_or_vote_on_its_own_validation(tmp_path
     table = sm.repeats_table(run).set_index("model")
     assert table.loc[repeats.VOTE, "picked per split"] == "m1+m2+m3, m1"
     assert table.loc[repeats.CHOSEN, "picked per split"] == "m1, m1"
+    assert list(table.index[-2:]) == [repeats.CHOSEN, repeats.VOTE]  # the two rules close the table
