@@ -20,6 +20,7 @@ from scenelib import plots
 from scenelib import report as rp
 from scenelib import summary as sm
 from scenelib.claims import claims
+from scenelib.repeats import VOTE
 from scenelib.rundir import open_run, read_json
 from scenelib.splits import read_manifest
 from scenelib.stages.explore import examples_per_class
@@ -121,11 +122,18 @@ if len(spread):
             "### Repeated splits\n"
             f"Every trained model was trained again on {spread['splits'].max() - 1} more seeded splits "
             "(`--repeats`): mean ± sample standard deviation over the splits, scored on each split's own "
-            "test images from training's predictions (`repeats.csv` has one row per split). This spread is "
-            "what one split cannot show. The last two rows follow the report's own rules in every split: the "
-            "model its validation split ranks first, and its pick when a soft vote of the top models may "
-            "compete (the ensemble rule: validation accuracy, then validation log-loss), each scored on that "
-            "split's test images; the 95% CI of the mean is a t-interval over the splits."
+            "test images from training's predictions (`repeats.csv` has one row per model and split). This "
+            "spread is what one split cannot show. "
+            + (
+                "The last two rows follow the report's own rules in every split: the model its validation "
+                "split ranks first, and its pick when a soft vote of the top models may compete (the "
+                "ensemble's rule: validation accuracy, then validation log-loss), each scored on that split's "
+                "test images"
+                if VOTE in set(spread["model"])
+                else "The last row follows the report's own rule in every split: the model its validation "
+                "split ranks first, scored on that split's test images"
+            )
+            + "; the 95% CI of the mean is a t-interval over the splits."
         )
     )
     display(

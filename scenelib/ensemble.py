@@ -1,10 +1,10 @@
 """A validated ensemble: the soft vote (mean softmax) of the best fp32 models, chosen on validation only.
 
 Candidates are the top 2, 3, ... models of the validation ranking (at most ``MAX_MEMBERS``); each is scored
-by its soft vote's accuracy on the validation split and, where accuracies tie, its log-loss there (a proper
-scoring rule: a hundred-odd validation images often leave two candidates one image apart or level, and the
-log-loss still tells which is surer of the right answers). The best vote is recommended over the best single
-model only if it is better by the same rule. In the main split it is scored on the checkpoints run end to end
+by its soft vote's accuracy on the validation split and, where accuracies are exactly level (a hundred-odd
+validation images often leave them so), by its log-loss there: a proper scoring rule, which still tells which
+candidate is surer of the right answers. The best vote is recommended over the best single model only if it is
+better by the same rule. In the main split it is scored on the checkpoints run end to end
 (the benchmark stage writes those predictions); its test numbers (single view, and TTA where every member has
 it) are then reported beside the best single model's, with McNemar's exact test, and its latency is the sum
 of its members' (they all run on every image). Each repeated split (repeats.py) applies the same rule to the
@@ -40,7 +40,11 @@ def better(a: dict, b: dict) -> bool:
     """Whether candidate ``a`` beats ``b`` on validation: higher accuracy or, equal, lower log-loss."""
     if a["val_accuracy"] != b["val_accuracy"]:
         return a["val_accuracy"] > b["val_accuracy"]
-    return a["val_log_loss"] < b["val_log_loss"]
+    return _finite(a["val_log_loss"]) < _finite(b["val_log_loss"])
+
+
+def _finite(loss: float) -> float:
+    return loss if np.isfinite(loss) else np.inf  # a NaN (a diverged model) never wins
 
 
 def select(
@@ -57,6 +61,7 @@ def select(
 
 
 def best(candidates: list[dict]) -> dict:
+    """The best candidate by ``better``; of equals, the first (the fewer members)."""
     kept = candidates[0]
     for c in candidates[1:]:
         kept = c if better(c, kept) else kept

@@ -8,10 +8,10 @@ Split 1 is the run itself. Split r (2..N) is a small run directory, ``<run>/repe
 ``splits.csv`` (the same preset with seed + r - 1, duplicate groups kept on one side, the same corrupt files
 left out) and what ``02_train_model``, the same notebook, writes there. Every split is scored the same way:
 the test predictions training writes (single view and TTA), so split 1's numbers here can differ from the
-end-to-end ones in the main tables by the cached-vs-end-to-end agreement the benchmark stage reports. Two
-rows per split say what a user following the report gets: the single model its validation picks, and its
-pick when a soft vote of the top models may compete (chosen by ensemble.py's rule on training's validation
-predictions).
+end-to-end ones in the main tables by the cached-vs-end-to-end agreement the benchmark stage reports. What a
+user following the report gets is shown twice: the single model each split's validation picks (derived from
+the rows at report time), and its pick when a soft vote of the top models may compete (ensemble.py's rule on
+training's validation predictions; one ``VOTE`` row per split in repeats.csv).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pandas as pd
 from scipy import stats
 
 from .datasets import SceneDataset
-from .ensemble import best, better, select
+from .ensemble import best, select
 from .evaluation import Predictions, accuracy_and_f1
 from .rundir import TRAIN_VAL, RunDir, read_json, write_json
 from .splits import make_splits, write_manifest
@@ -115,36 +115,47 @@ def chosen_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def vote_rows(run: RunDir, rows: pd.DataFrame) -> pd.DataFrame:
-    """Per split with two or more models, the ``VOTE`` row: what its validation picks when a soft vote of the
-    top models may compete with the best one (``ensemble.select``, on training's validation predictions),
-    scored on that split's test images; ``picked`` names the members."""
+    """Per split, the ``VOTE`` row: what its validation picks when a soft vote of the top models may compete
+    with the best one (``ensemble.select`` and ``better``, on training's validation predictions, so its
+    validation accuracy is theirs), scored on that split's test images; ``picked`` names the members. A
+    split with one model picks it. None at all unless some split has two models and every model of every
+    split has its validation predictions (a run resumed from an older release lacks them): a mean over some
+    of the splits would not be the mean the report announces."""
+    models_of = {r: list(split["model"]) for r, split in _ranked(rows).groupby("split", sort=True)}
+    has_file = all(
+        repeat_run(run, int(r)).predictions(m, TRAIN_VAL).exists() for r, ms in models_of.items() for m in ms
+    )
+    if not has_file or max((len(ms) for ms in models_of.values()), default=0) < 2:
+        return pd.DataFrame()
     out = []
-    for r, split in _ranked(rows).groupby("split", sort=True):
+    for r, ranked in models_of.items():
         sub = repeat_run(run, int(r))
-        ranked = [m for m in split["model"] if sub.predictions(m, TRAIN_VAL).exists()]
-        if len(ranked) < 2:
-            continue
         val = {m: Predictions.load(sub.predictions(m, TRAIN_VAL)) for m in ranked}
         single, votes = select({m: p.single for m, p in val.items()}, val[ranked[0]].labels, ranked)
-        kept = best(votes)
-        kept = kept if better(kept, single) else single
+        kept = best([single, *votes])
         test = [Predictions.load(sub.predictions(m, "fp32")) for m in kept["members"]]
-        if len({p.probs.shape for p in test}) > 1:  # members with different TTA views: the plain view only
-            test = [Predictions(p.probs[:1], p.labels, p.paths, p.classes) for p in test]
-        vote = Predictions(np.mean([p.probs for p in test], axis=0), test[0].labels, test[0].paths, [])
-        acc, f1 = accuracy_and_f1(vote.single, vote.labels)
-        first = split.iloc[0]
+        labels = test[0].labels
+        if any(not np.array_equal(p.paths, test[0].paths) for p in test):
+            raise ValueError(f"split {r}: the members' test predictions are not on the same images")
+        single_view = np.mean([p.single for p in test], axis=0)
+        tta = [p.tta for p in test]
+        acc, f1 = accuracy_and_f1(single_view, labels)
+        split = rows[(rows["split"] == r)].set_index("model")
         out.append(
             {
                 "model": VOTE,
                 "split": r,
-                "seed": first["seed"],
+                "seed": split["seed"].iloc[0],
                 "val_accuracy": kept["val_accuracy"],
                 "val_loss": np.nan,
                 "accuracy": acc,
-                "accuracy_tta": accuracy_and_f1(vote.tta, vote.labels)[0] if vote.tta is not None else np.nan,
+                "accuracy_tta": (
+                    accuracy_and_f1(np.mean(tta, axis=0), labels)[0]
+                    if all(t is not None for t in tta)
+                    else np.nan
+                ),
                 "macro_f1": f1,
-                "train_seconds": split.set_index("model").loc[kept["members"], "train_seconds"].sum(),
+                "train_seconds": split.loc[kept["members"], "train_seconds"].sum(),
                 "picked": "+".join(kept["members"]),
             }
         )

@@ -119,36 +119,50 @@ def summary_lines(run: RunDir) -> list[str]:
         lines.append(ensemble_line(run))
     if probe_line(run):
         lines.append(probe_line(run))
-    spread = repeats_table(run)
-    if not spread.empty:
-        n = int(spread["splits"].max())
-        items = "; ".join(
-            f"{esc(r['model'])} {r['test accuracy']} single view"
-            + (f", {r['with TTA']} with TTA" if r["with TTA"] else "")
-            for _, r in spread.iterrows()
-            if r["model"] not in (CHOSEN, VOTE)
-        )
-        picks = spread.set_index("model")
-        line = (
-            f"- **Over {n} seeded splits** (mean ± sample std; each split trains anew, nothing chosen on test): "
-            f"{items}. The model each split's validation picks {_pick_scores(picks.loc[CHOSEN])}."
-        )
-        if VOTE in picks.index:
-            line += (
-                " Letting a soft vote of the top models compete (the same rule as the ensemble above, on each "
-                f"split's validation), the picks are {_pick_scores(picks.loc[VOTE])}."
-            )
-        lines.append(line)
+    spread_line = repeats_line(run)
+    if spread_line:
+        lines.append(spread_line)
     return lines
+
+
+def repeats_line(run: RunDir) -> str:
+    """--repeats: the spread per model and of the two validation rules' picks ('' without repeats)."""
+    spread = repeats_table(run)
+    if spread.empty:
+        return ""
+    n = int(spread["splits"].max())
+    items = "; ".join(
+        f"{esc(r['model'])} {r['test accuracy']} single view"
+        + (f", {r['with TTA']} with TTA" if r["with TTA"] else "")
+        for _, r in spread.iterrows()
+        if r["model"] not in (CHOSEN, VOTE)
+    )
+    picks = spread.set_index("model")
+    line = (
+        f"- **Over {n} seeded splits** (mean ± sample std; each split trains anew, nothing chosen on test): "
+        f"{items}. The model each split's validation picks {_pick_scores(picks.loc[CHOSEN])}."
+    )
+    if VOTE in picks.index:
+        line += (
+            " Letting a soft vote of the top models compete (the ensemble's rule: validation accuracy, then "
+            "validation log-loss, on each split's training predictions), the picks are "
+            f"{_pick_scores(picks.loc[VOTE])}."
+        )
+    return line
 
 
 def _pick_scores(pick: pd.Series) -> str:
     """'(a, b, c): x ± s single view, y ± s with TTA (95% t-interval of the mean with TTA: l–h)'."""
-    ci = pick["95% CI of the mean (TTA)"] or pick["95% CI of the mean"]
+    if pick["95% CI of the mean (TTA)"]:
+        ci = f" (95% t-interval of the mean with TTA: {pick['95% CI of the mean (TTA)']})"
+    elif pick["95% CI of the mean"]:
+        ci = f" (95% t-interval of the mean, single view: {pick['95% CI of the mean']})"
+    else:
+        ci = ""
     return (
         f"({esc(pick['picked per split'])}): {pick['test accuracy']} single view"
         + (f", {pick['with TTA']} with TTA" if pick["with TTA"] else "")
-        + (f" (95% t-interval of the mean{' with TTA' if pick['with TTA'] else ''}: {ci})" if ci else "")
+        + ci
     )
 
 
@@ -180,7 +194,7 @@ def ensemble_line(run: RunDir) -> str:
         f"{_pct(e['val_accuracy'])} validation vs {_pct(e['best_single_val_accuracy_e2e'])} for {best} alone"
     )
     if e["val_accuracy"] == e["best_single_val_accuracy_e2e"] and "val_log_loss" in e:
-        val += f"; level, so the validation log-loss decides: {e['val_log_loss']:.3f} vs {e['best_single_val_log_loss']:.3f}"
+        val += f"; level, so the validation log-loss decides: {e['val_log_loss']:.4f} vs {e['best_single_val_log_loss']:.4f}"
     if not e["beats_best_single_on_validation"]:
         return f"- **Ensemble**: the best soft vote ({vote}) does not beat {best} alone on validation ({val}): not recommended."
     tta = (

@@ -130,3 +130,28 @@ def test_each_repeated_split_picks_single_or_vote_on_its_own_validation(tmp_path
     assert table.loc[repeats.VOTE, "picked per split"] == "m1+m2+m3, m1"
     assert table.loc[repeats.CHOSEN, "picked per split"] == "m1, m1"
     assert list(table.index[-2:]) == [repeats.CHOSEN, repeats.VOTE]  # the two rules close the table
+    sentence = sm.repeats_line(run)
+    assert "the picks are (m1+m2+m3, m1): 100.00% ± 0.00 single view" in sentence
+
+
+def test_no_soft_vote_rows_unless_every_split_can_have_one(tmp_path):
+    """A split whose models lack training's validation predictions (a run resumed from an older release) drops
+    the soft-vote rows altogether: a mean over some splits is not the announced one. A split with one model
+    picks that model."""
+    run = RunDir(tmp_path)
+    labels, every = np.arange(30) % 3, np.ones(30, bool)
+    _split_model(run, "m1", 0, every, every, labels)
+    _split_model(run, "m2", 0, every, every, labels)
+    sub = repeats.repeat_run(run, 2)
+    write_json(sub.run_json, {"repeat": 2, "seed": 1})
+    _split_model(sub, "m1", 1, every, every, labels)  # m2 failed on split 2
+    rows = repeats.repeat_rows(run, 2, ["m1", "m2"])
+    assert repeats.vote_rows(run, rows).picked.tolist() == ["m1", "m1"]  # equal models: a tie keeps one
+    sub.predictions("m1", TRAIN_VAL).unlink()
+    assert repeats.vote_rows(run, rows).empty
+
+
+def test_a_nan_log_loss_never_wins_a_tie():
+    level = {"val_accuracy": 0.9, "val_log_loss": 0.3}
+    diverged = {"val_accuracy": 0.9, "val_log_loss": float("nan")}
+    assert ensemble.better(level, diverged) and not ensemble.better(diverged, level)
