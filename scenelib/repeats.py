@@ -193,11 +193,10 @@ def summarize(run: RunDir, repeats: int, models: list[str]) -> pd.DataFrame:
     """Mean, sample std and count per model over the splits; writes ``repeats.csv`` (one row per split)
     and the ``*_mean`` / ``*_std`` / ``repeats`` columns of the fp32 rows of ``results.csv``."""
     rows = repeat_rows(run, repeats, models)
-    pd.concat([rows, vote_rows(run, rows)] if not rows.empty else [rows], ignore_index=True).to_csv(
-        run.root / REPEATS_CSV, index=False
-    )
     if rows.empty:
+        rows.to_csv(run.root / REPEATS_CSV, index=False)
         return rows
+    pd.concat([rows, vote_rows(run, rows)], ignore_index=True).to_csv(run.root / REPEATS_CSV, index=False)
     out = spread(rows)
     run.upsert_results(
         [

@@ -269,10 +269,10 @@ def repeats_table(run: RunDir) -> pd.DataFrame:
     if rows.empty or rows["split"].nunique() < 2:
         return pd.DataFrame()
     chosen = chosen_rows(rows)
-    picks = {CHOSEN: ", ".join(chosen["picked"])}
-    if VOTE in set(rows["model"]):
-        picks[VOTE] = ", ".join(rows.loc[rows["model"] == VOTE, "picked"])
     votes = rows["model"] == VOTE
+    picks = {CHOSEN: ", ".join(chosen["picked"])}
+    if votes.any():
+        picks[VOTE] = ", ".join(rows.loc[votes, "picked"])
     rows = pd.concat([rows[~votes], chosen, rows[votes]], ignore_index=True)
     metric = {m: rows.groupby("model", sort=False)[m] for m in ("accuracy", "accuracy_tta")}
     return pd.DataFrame(
