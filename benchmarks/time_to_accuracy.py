@@ -13,7 +13,8 @@ After every epoch both record validation and single-view test accuracy and the w
 so far (decoding the images, which both share, excluded; the feature cache included). Test accuracy is
 recorded to draw the curve; nothing is chosen on it. The CSV is named after the CPU, and carries the
 machine's features and the eager MobileNetV2 batch-1 latency, so that files from two machines are never
-mistaken for one another.
+mistaken for one another; the reference latency is measured before and after each recipe, because a
+shared machine's speed can change between them.
 
     python benchmarks/time_to_accuracy.py --data-dir ../shared/data --epochs 8
 """
@@ -31,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from scenelib.datasets import load_dataset
-from scenelib.hardware import machine_record
+from scenelib.hardware import machine_record, reference_latency_ms
 from scenelib.integrity import scan_dataset
 from scenelib.models import HeadConfig, check_model_name, to_scene_classifier
 from scenelib.splits import make_splits, split_rows
@@ -177,15 +178,24 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     machine = machine_record(args.threads)
     splits, n_classes = load_splits(args.data_dir, args.seed)
-    rows = default_recipe(splits, n_classes, args.seed) + seed_recipe(
-        splits, n_classes, args.epochs, args.seed
+    recipes = (
+        lambda: default_recipe(splits, n_classes, args.seed),
+        lambda: seed_recipe(splits, n_classes, args.epochs, args.seed),
     )
-    table = pd.DataFrame(rows).assign(
-        cpu=machine["cpu"],
-        features=machine["summary"],
-        threads=args.threads,
-        mobilenet_v2_eager_ms=machine["mobilenet_v2_eager_ms"],
-        torch=torch.__version__,
+    frames = []
+    for recipe in recipes:
+        # A shared machine's speed can drift within minutes: each recipe carries the reference latency
+        # measured just before and just after it, so a curve run on a slower moment shows as one.
+        before = reference_latency_ms(args.threads)
+        rows = recipe()
+        frames.append(
+            pd.DataFrame(rows).assign(
+                mobilenet_v2_eager_ms=round(before, 2),
+                mobilenet_v2_eager_ms_after=round(reference_latency_ms(args.threads), 2),
+            )
+        )
+    table = pd.concat(frames, ignore_index=True).assign(
+        cpu=machine["cpu"], features=machine["summary"], threads=args.threads, torch=torch.__version__
     )
     args.output.mkdir(parents=True, exist_ok=True)
     name = f"time_to_accuracy-{slug(machine)}"

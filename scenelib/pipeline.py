@@ -32,7 +32,7 @@ from .rundir import (
     start_over,
     write_json,
 )
-from .runner import Runner, StageCall, StageOutcome, fingerprint, write_run_json
+from .runner import Runner, StageCall, StageOutcome, fingerprint, record_end_reference, write_run_json
 from .splits import check_split_feasible
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -197,6 +197,7 @@ def _run_stages(cfg: RunConfig, run: RunDir, dataset, executor) -> int:
         ),
     ):
         failed |= runner.stage(stage, params, inputs=trained).status.startswith("failed")
+    record_end_reference(run, cfg.threads)
     report = runner.stage("05_report", {"run_dir": str(run.root)}, inputs=fingerprint([run.results_csv]))
     if report.status == "ok" or run.executed_notebook("05_report").exists():
         render_report(run)

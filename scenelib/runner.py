@@ -161,6 +161,20 @@ class Runner:
         return outcome
 
 
+def record_end_reference(run: RunDir, threads: int) -> float:
+    """Measure the reference latency again once the heavy stages are done, into run.json's machine record.
+
+    A shared or throttled machine's speed can change by 2x within one run; with a second sample the report
+    can say so instead of printing one number as if it held for every stage."""
+    from .hardware import reference_latency_ms
+
+    info = read_json(run.run_json)
+    ms = round(reference_latency_ms(threads), 2)
+    info.setdefault("machine", {})["mobilenet_v2_eager_ms_end"] = ms
+    write_json(run.run_json, info)
+    return ms
+
+
 def _resumes(previous: dict, start: str) -> list[str]:
     """One entry per resume (run.json is rewritten after every stage of it)."""
     earlier = previous.get("resumed_at", [])
@@ -183,7 +197,9 @@ def write_run_json(
 
     previous = read_json(run.run_json) if run.run_json.exists() else {}
     machine = previous.get("machine") or {}
-    if machine.get("detected_at") != start:  # detected once per run, and again on each resume
+    # Detected once per run, and again on each resume (whose stages are timed on this machine). Re-rendering
+    # the report times nothing, so the machine that did the timings stays, even where the run was copied to.
+    if not machine or (machine.get("detected_at") != start and cfg.only != "report"):
         machine = {**machine_record(cfg.threads), "detected_at": start}
     stage_seconds = dict(previous.get("stage_seconds", {}))
     stage_status = dict(previous.get("stage_status", {}))

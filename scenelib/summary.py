@@ -325,14 +325,34 @@ def machine_line(run: RunDir) -> str:
     """The machine beside every latency table: CPU, instruction set, threads, reference latency."""
     info = read_json(run.run_json)
     m = info.get("machine") or {}
-    ref = m.get("mobilenet_v2_eager_ms")
     return (
         f"Machine: {esc(m.get('cpu', info.get('cpu', '?')))}, {m.get('summary', 'features not recorded')}; "
         f"{info.get('threads')} threads"
-        + (f"; eager MobileNetV2 (224 px, batch 1) {ref:.1f} ms on it" if ref else "")
-        + "."
+        + reference_note(m.get("mobilenet_v2_eager_ms"), m.get("mobilenet_v2_eager_ms_end"))
         + device_note(info.get("device") or {})
     )
+
+
+DRIFT = 1.3  # start/end reference latencies further apart than this: the machine's speed changed
+
+
+def reference_note(start: float | None, end: float | None) -> str:
+    """'; eager MobileNetV2 ... 37.5 ms at the start of the run and 17.8 ms after quantization. ...' with a
+    warning when the two samples disagree by more than DRIFT (a shared or throttled machine)."""
+    if not start:
+        return "."
+    text = f"; eager MobileNetV2 (224 px, batch 1) {start:.1f} ms"
+    if not end:
+        return text + " on it."
+    text += f" at the start of the run and {end:.1f} ms after quantization."
+    ratio = max(start, end) / min(start, end)
+    if ratio > DRIFT:
+        text += (
+            f" **The machine's speed changed {ratio:.1f}x during the run**: seconds from different stages "
+            "are not comparable, and absolute latencies hold only for the moment they were timed; ratios "
+            "from one interleaved timing session (speed-ups, the variants of one model) still hold."
+        )
+    return text
 
 
 def device_note(device: dict) -> str:

@@ -353,3 +353,13 @@ def test_each_repeated_split_picks_its_model_on_validation():
     mean, sem = np.mean([0.90, 0.98, 0.97]), np.std([0.90, 0.98, 0.97], ddof=1) / np.sqrt(3)
     assert (low, high) == pytest.approx((mean - 4.3027 * sem, min(1.0, mean + 4.3027 * sem)), abs=1e-4)
     assert np.isnan(mean_interval([0.9])).all()
+
+
+def test_the_machine_line_warns_when_the_machine_changed_speed_during_the_run():
+    steady = sm.reference_note(17.0, 18.0)
+    assert "17.0 ms at the start of the run and 18.0 ms after quantization." in steady
+    assert "changed" not in steady
+    assert "changed 2.1x during the run" in sm.reference_note(37.5, 17.8)
+    assert "changed 2.1x during the run" in sm.reference_note(17.8, 37.5)
+    assert sm.reference_note(17.0, None) == "; eager MobileNetV2 (224 px, batch 1) 17.0 ms on it."
+    assert sm.reference_note(None, None) == "."

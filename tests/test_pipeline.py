@@ -65,6 +65,12 @@ def test_end_to_end_run_directory(tiny_run):
     for key in ("parameters", "python", "torch", "torchvision", "cpu", "threads", "seed", "start", "end"):
         assert info[key] not in (None, ""), key
     assert pd.Timestamp(info["end"]) >= pd.Timestamp(info["start"])
+    # the reference latency, sampled at the start and again after quantization, both in the report
+    assert info["machine"]["mobilenet_v2_eager_ms"] > 0 and info["machine"]["mobilenet_v2_eager_ms_end"] > 0
+    assert (
+        f"{info['machine']['mobilenet_v2_eager_ms_end']:.1f} ms after quantization"
+        in run.report_html.read_text()
+    )
 
     names = {p.name for p in run.notebooks_dir.glob("*.ipynb")}
     assert names == {
@@ -167,12 +173,15 @@ def test_a_copied_run_directory_resumes_without_redoing_anything(tiny_run, tmp_p
 def test_only_report_re_renders_and_runs_nothing_else(tiny_run, capsys):
     code, run = tiny_run
     before = run.results_csv.read_text()
+    machine = read_json(run.run_json)["machine"]
     run.report_html.unlink()
     args = ["--dataset", "folder", "--data-dir", read_json(run.run_json)["parameters"]["data_dir"]]
     assert main([*args, "--output", str(run.root), "--only", "report"]) == 0
     out = capsys.readouterr().out
     assert "05_report: running" in out and "02_train_model" not in out and "03_benchmark" not in out
     assert run.report_html.exists() and run.results_csv.read_text() == before
+    # the report still names the machine its timings were taken on, not the one that re-rendered it
+    assert read_json(run.run_json)["machine"] == machine
 
 
 def test_unknown_names_exit_2_and_write_nothing(tmp_path, capsys):
