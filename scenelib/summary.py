@@ -333,7 +333,7 @@ def machine_line(run: RunDir) -> str:
     )
 
 
-DRIFT = 1.3  # start/end reference latencies further apart than this: the machine's speed changed
+DRIFT = 1.5  # start/end reference latencies further apart than this: the machine's speed changed
 
 
 def reference_note(start: float | None, end: float | None) -> str:

@@ -359,6 +359,7 @@ def test_the_machine_line_warns_when_the_machine_changed_speed_during_the_run():
     steady = sm.reference_note(17.0, 18.0)
     assert "17.0 ms at the start of the run and 18.0 ms after quantization." in steady
     assert "changed" not in steady
+    assert "changed" not in sm.reference_note(17.9, 13.4)  # under the 1.5x that flags a change
     assert "changed 2.1x during the run" in sm.reference_note(37.5, 17.8)
     assert "changed 2.1x during the run" in sm.reference_note(17.8, 37.5)
     assert sm.reference_note(17.0, None) == "; eager MobileNetV2 (224 px, batch 1) 17.0 ms on it."
