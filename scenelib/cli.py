@@ -15,11 +15,12 @@ from .datasets import check_dataset_name, resolve_data_dir
 from .devices import DEVICE_CHOICES, DeviceError, resolve_device
 from .models import MODEL_PRESETS, QUICK_MODELS, STRATEGIES, check_model_name
 from .splits import SPLIT_PRESETS
+from .training import DEFAULT_EPOCHS
 from .transforms import AUGMENTATIONS
 from .weights import WEIGHT_MODES
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_EPOCHS, QUICK_EPOCHS = 12, 1
+QUICK_EPOCHS = 1
 MAX_INPUT_SIZE = 1024
 
 
@@ -43,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
         "offline backbones: mobilenet_v2, efficientnet_lite0/1/2)",
     )
     p.add_argument(
-        "--epochs", type=int, help=f"training epochs (default {DEFAULT_EPOCHS}; {QUICK_EPOCHS} with --quick)"
+        "--epochs",
+        type=int,
+        help=f"training epochs (default: {DEFAULT_EPOCHS['partial']} for partial fine-tuning on cached "
+        f"features, {DEFAULT_EPOCHS['full']} for full and scratch training; {QUICK_EPOCHS} with --quick)",
     )
     p.add_argument("--output", help="run directory (default reports/<dataset>/<timestamp>)")
     p.add_argument("--seed", type=int, default=0)
@@ -115,7 +119,7 @@ class RunConfig:
     data_dir: str
     models: list[str]
     explicit_models: bool
-    epochs: int
+    epochs: int  # 0: each strategy's default (training.DEFAULT_EPOCHS)
     seed: int
     threads: int
     quick: bool
@@ -241,7 +245,7 @@ def parse_config(argv: list[str]) -> RunConfig:
         data_dir=str(resolve_data_dir(args.data_dir).resolve()),
         models=models,
         explicit_models=explicit,
-        epochs=args.epochs or (QUICK_EPOCHS if args.quick else DEFAULT_EPOCHS),
+        epochs=args.epochs or (QUICK_EPOCHS if args.quick else 0),  # 0: each strategy's default
         seed=args.seed,
         threads=args.threads or os.cpu_count() or 1,
         quick=args.quick,

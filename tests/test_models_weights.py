@@ -147,3 +147,18 @@ def test_the_accurate_preset_names_the_strongest_offline_backbones(tmp_path):
     assert cfg.models == ["mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
     assert not cfg.explicit_models  # like the default set: a model without weights is skipped, not failed
     assert all(find_offline_weights(m) is not None for m in cfg.models)  # all of them train offline
+
+
+def test_the_epoch_budget_is_the_strategy_default_unless_given(tmp_path):
+    """No --epochs: 0 reaches the training stage, which takes its strategy's budget (8 for partial on cached
+    features, 12 for whole networks); --quick and --epochs N set one budget for every model."""
+    from scenelib.cli import parse_config
+    from scenelib.models import STRATEGIES
+    from scenelib.training import DEFAULT_EPOCHS
+
+    def epochs(*extra):
+        return parse_config(["--dataset", "ucmerced", "--output", str(tmp_path / "r"), *extra]).epochs
+
+    assert (epochs(), epochs("--quick"), epochs("--epochs", "5")) == (0, 1, 5)
+    assert set(DEFAULT_EPOCHS) == set(STRATEGIES)
+    assert DEFAULT_EPOCHS["partial"] == 8 and DEFAULT_EPOCHS["scratch"] == DEFAULT_EPOCHS["full"] == 12

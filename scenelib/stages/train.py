@@ -12,7 +12,15 @@ from ..evaluation import Predictions, accuracy_and_f1
 from ..models import check_model_name, save_checkpoint, to_scene_classifier
 from ..rundir import TRAIN_VAL, RunDir, write_json
 from ..splits import class_names, read_manifest, split_rows
-from ..training import SplitData, TrainConfig, TrainResult, count_params, seed_everything, train_model
+from ..training import (
+    DEFAULT_EPOCHS,
+    SplitData,
+    TrainConfig,
+    TrainResult,
+    count_params,
+    seed_everything,
+    train_model,
+)
 from ..transforms import decode_images
 from ..weights import WeightsInfo, load_pretrained
 
@@ -48,7 +56,7 @@ def train_stage(
     model_name: str,
     strategy: str = "auto",
     weights: str = "auto",
-    epochs: int = 12,
+    epochs: int = 0,
     lr: float = 1e-3,
     batch_size: int = 32,
     augmentation: str = "aerial",
@@ -62,14 +70,15 @@ def train_stage(
     """Train ``model_name``; ``options`` are further ``TrainConfig`` fields (label_smoothing, scheduler,
     trainable_blocks, class_weights, patience, weight_decay) and ``head`` (a ``HeadConfig``).
     ``input_size`` (px) replaces the native size of a model that has pretrained weights (even when it is
-    trained from scratch here); a model that has none keeps its own (sized for its role: simple_cnn's 64 px)."""
+    trained from scratch here); a model that has none keeps its own (sized for its role: simple_cnn's 64 px).
+    ``epochs`` 0: the strategy's default (``training.DEFAULT_EPOCHS``)."""
     if threads:
         torch.set_num_threads(threads)
     spec = check_model_name(model_name)
     strategy = resolve_strategy(strategy, weights, spec.default_strategy, device)
     cfg = TrainConfig(
         strategy=strategy,
-        epochs=epochs,
+        epochs=epochs or DEFAULT_EPOCHS[strategy],
         lr=lr,
         batch_size=batch_size,
         augmentation=augmentation,

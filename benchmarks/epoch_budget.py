@@ -1,0 +1,142 @@
+"""How many epochs the default recipe needs: accuracy per epoch budget, over training seeds, on one split.
+
+The default (``partial``) recipe trains the last blocks of a pretrained model on cached prefix features, one
+random aerial view per image per epoch, with a one-cycle schedule over the whole budget. The budget sets both
+the training time and the size of the feature cache (the views some epoch draws), so it is the main lever on
+a slow CPU. This script computes each model's cache once (every view), then trains the recipe for every
+budget and seed from it with ``training.fit``, as ``training.train_model`` does, and writes validation,
+single-view test and TTA test accuracy with the training seconds to a CSV named after the CPU. Seeds, not
+one run, carry the comparison: a seed changes the new head, the views drawn and the batch order, and on
+UC Merced's 147 validation and 630 test images that alone moves accuracy by one to two points. Budgets are
+compared on validation; test is recorded to show what the choice costs, never to make it.
+
+    python benchmarks/epoch_budget.py --data-dir ../shared/data --epochs 8,12 --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import pandas as pd
+import torch
+from time_to_accuracy import RESULTS, load_splits, slug
+
+from scenelib.features import extract_views, make_runner
+from scenelib.hardware import machine_record, reference_latency_ms
+from scenelib.models import HeadConfig, check_model_name, to_scene_classifier
+from scenelib.training import TrainConfig, cut_point, fit, frozen_prefix, seed_everything, trainable_part
+from scenelib.transforms import views
+from scenelib.weights import load_pretrained
+
+
+def train_budgets(
+    name: str, splits: dict, n_classes: int, budgets: list[int], seeds: list[int]
+) -> list[dict]:
+    spec = check_model_name(name)
+    arch, info = load_pretrained(spec, "auto")
+    size = splits["train"].images.shape[-1]
+    tv = views("aerial", size, 0)
+    base = to_scene_classifier(spec, copy.deepcopy(arch), n_classes, HeadConfig())
+    cut = cut_point(base, spec, TrainConfig())
+    runner, _ = make_runner(frozen_prefix(base.eval(), cut), size)
+    start = time.perf_counter()
+    cache = {
+        "train": extract_views(runner, splits["train"].images, info.mean, info.std, tv, desc="cache train"),
+        "val": extract_views(runner, splits["val"].images, info.mean, info.std, tv[:1], desc="cache val"),
+        "test": extract_views(runner, splits["test"].images, info.mean, info.std, tv, desc="cache test"),
+    }
+    cache_seconds = time.perf_counter() - start
+    labels = {k: v.labels for k, v in splits.items()}
+    rows = []
+    for epochs in budgets:
+        for seed in seeds:
+            cfg = TrainConfig(epochs=epochs, seed=seed)
+            seed_everything(seed)  # as the training stage: building the architecture, then the new head
+            model = to_scene_classifier(spec, load_pretrained(spec, "auto")[0], n_classes, cfg.head)
+            for p in model.blocks[:cut].parameters():
+                p.requires_grad_(False)
+            seed_everything(seed)
+            drawn = torch.randint(
+                0, len(tv), (epochs, len(labels["train"])), generator=torch.Generator().manual_seed(seed)
+            )
+            net = trainable_part(model, cut)
+
+            def batches(split: str, view: int = 0):
+                feats = cache[split][view]
+                return [
+                    (feats[i : i + 32].float(), labels[split][i : i + 32]) for i in range(0, len(feats), 32)
+                ]
+
+            t0 = time.perf_counter()
+            history, best_epoch = fit(
+                net,
+                lambda idx, e, drawn=drawn: cache["train"][drawn[e, idx], idx].float(),
+                labels["train"],
+                lambda: batches("val"),
+                cfg,
+                n_classes,
+                desc=f"{name} {epochs} epochs seed {seed}",
+            )
+            seconds = time.perf_counter() - t0
+            net.eval()
+            with torch.inference_mode():
+                probs = torch.stack(
+                    [torch.cat([net(x).softmax(1) for x, _ in batches("test", v)]) for v in range(len(tv))]
+                )
+            y = labels["test"]
+            rows.append(
+                {
+                    "model": name,
+                    "epochs": epochs,
+                    "seed": seed,
+                    "epochs_run": len(history),
+                    "best_epoch": best_epoch,
+                    "val_accuracy": history[best_epoch - 1]["val_accuracy"],
+                    "val_loss": history[best_epoch - 1]["val_loss"],
+                    "test_accuracy": (probs[0].argmax(1) == y).float().mean().item(),
+                    "test_accuracy_tta": (probs.mean(0).argmax(1) == y).float().mean().item(),
+                    "train_seconds": round(seconds, 1),
+                    "cache_seconds_all_views": round(cache_seconds, 1),
+                }
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--models", default="mobilenet_v2,efficientnet_lite0")
+    ap.add_argument("--epochs", default="8,12", help="comma-separated epoch budgets")
+    ap.add_argument("--seeds", default="0,1,2", help="training seeds (the split is seed 0's)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    machine = machine_record(args.threads)
+    splits, n_classes = load_splits(args.data_dir, 0)
+    budgets = [int(e) for e in args.epochs.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = []
+    for name in args.models.split(","):
+        before = reference_latency_ms(args.threads)
+        part = train_budgets(name, splits, n_classes, budgets, seeds)
+        after = reference_latency_ms(args.threads)
+        rows += [{**r, "reference_ms_before": before, "reference_ms_after": after} for r in part]
+    table = pd.DataFrame(rows)
+    table["cpu"] = machine["cpu"]
+    table["cpu_features"] = machine["summary"]
+    table["threads"] = args.threads
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"epoch_budget-{slug(machine)}.csv"
+    table.to_csv(path, index=False)
+    summary = table.groupby(["model", "epochs"])[
+        ["val_accuracy", "test_accuracy", "test_accuracy_tta", "train_seconds"]
+    ]
+    print(summary.agg(["mean", "std"]).round(4).to_string())
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
