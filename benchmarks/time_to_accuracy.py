@@ -6,8 +6,8 @@ process, so that the two recipes are timed alike:
 * ``seed-full``: the recipe of the studies this project starts from -- MobileNetV2 with ImageNet weights,
   every layer fine-tuned at 224 px, Adam at lr 1e-4, batch 32, a DataLoader with random flips, N epochs;
 * ``scenelib-partial``: the pipeline's default for the same model -- the frozen prefix run once per aerial
-  view (8 flips/rotations) and cached, then the last blocks and the head trained for 12 epochs (AdamW,
-  one-cycle) on one random cached view per image per epoch.
+  view (8 flips/rotations) and cached, then the last blocks and the head trained for its default 8 epochs
+  (AdamW, one-cycle) on one random cached view per image per epoch.
 
 After every epoch both record validation and single-view test accuracy and the wall seconds spent training
 so far (decoding the images, which both share, excluded; the feature cache included). Test accuracy is
@@ -36,7 +36,7 @@ from scenelib.hardware import machine_record, reference_latency_ms
 from scenelib.integrity import scan_dataset
 from scenelib.models import HeadConfig, check_model_name, to_scene_classifier
 from scenelib.splits import make_splits, split_rows
-from scenelib.training import SplitData, TrainConfig, seed_everything, train_model
+from scenelib.training import DEFAULT_EPOCHS, SplitData, TrainConfig, seed_everything, train_model
 from scenelib.transforms import decode_images, normalize
 from scenelib.weights import load_pretrained
 
@@ -112,7 +112,7 @@ def seed_recipe(splits: dict[str, SplitData], n_classes: int, epochs: int, seed:
 
 def default_recipe(splits: dict[str, SplitData], n_classes: int, seed: int) -> list[dict]:
     spec = check_model_name(MODEL)
-    cfg = TrainConfig(strategy=spec.default_strategy, seed=seed)
+    cfg = TrainConfig(strategy=spec.default_strategy, epochs=DEFAULT_EPOCHS[spec.default_strategy], seed=seed)
     seed_everything(seed)
     arch, info = load_pretrained(spec, "auto")
     model = to_scene_classifier(spec, arch, n_classes, cfg.head)
