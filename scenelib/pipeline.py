@@ -9,6 +9,7 @@ only what changed or failed.
 from __future__ import annotations
 
 import errno
+import logging
 import shlex
 import sys
 import time
@@ -305,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     except KeyboardInterrupt:
+        # The notebook client's tasks may still hold the killed kernel's DeadKernelError; asyncio would print
+        # each as a traceback when it is collected at exit, after (and in spite of) the line below.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         print(
             f"\ninterrupted: finished stages are kept; continue with\n  {resume_command(cfg)}",
             file=sys.stderr,
