@@ -16,7 +16,6 @@ compared on validation; test is recorded to show what the choice costs, never to
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 
 import pandas as pd
@@ -38,7 +37,7 @@ def train_budgets(
     arch, info = load_pretrained(spec, "auto")
     size = splits["train"].images.shape[-1]
     tv = views("aerial", size, 0)
-    base = to_scene_classifier(spec, copy.deepcopy(arch), n_classes, HeadConfig())
+    base = to_scene_classifier(spec, arch, n_classes, HeadConfig())  # the prefix for the cache only
     cut = cut_point(base, spec, TrainConfig())
     runner, _ = make_runner(frozen_prefix(base.eval(), cut), size)
     start = time.perf_counter()
