@@ -36,8 +36,11 @@ def test_end_to_end_run_directory(tiny_run):
     }
     fp32_like = results.variant.isin(["fp32", "onnx-fp32"])
     assert (results[fp32_like].status == "ok").all(), results[["model", "variant", "status"]]
-    # INT8 variants are kept or, if no recipe holds on validation, reported as rejected with their numbers.
-    assert results[~fp32_like].status.str.match(r"^(ok|rejected: )").all(), results.status
+    # INT8 variants are kept or, if no recipe holds on validation, reported as rejected with their numbers;
+    # one slower than its fp32 on this CPU says so and has no test numbers (it would decide nothing).
+    int8 = results[~fp32_like]
+    assert int8.status.str.match(r"^(ok|rejected: |not recommended: slower than )").all(), results.status
+    assert int8[int8.status.str.startswith("not recommended")].accuracy.isna().all()
     measured = results[results.status == "ok"]
     assert (measured.latency_ms_b1 > 0).all() and measured.accuracy.notna().all()
     assert (measured.accuracy_ci_low <= measured.accuracy).all()
@@ -252,7 +255,7 @@ def test_failed_model_is_reported_and_the_run_completes(tmp_path, capsys):
     results = pd.read_csv(run.results_csv)
     failed = results[(results.model == "mobilenet_v2")]
     assert len(failed) == 1 and failed.status.iloc[0].startswith("failed: ValueError")
-    assert (results[results.model == "simple_cnn"].status == "ok").all()
+    assert not results[results.model == "simple_cnn"].status.str.startswith("failed").any()
     assert run.report_html.exists() and "failed: ValueError" in run.report_html.read_text()
     nb = nbformat.read(run.executed_notebook("02_train_model", "mobilenet_v2"), as_version=4)
     assert any(o.output_type == "error" for c in nb.cells for o in c.get("outputs", []))
