@@ -234,7 +234,7 @@ def test_a_variant_slower_than_its_fp32_keeps_its_latency_but_no_test_numbers(fi
     numbers are dropped, and the summary and the variants table still read."""
     from scenelib.benchmark import Timing
     from scenelib.report import variants_frame, variants_table
-    from scenelib.stages import quantize
+    from scenelib.stages import quantize, variants
 
     run = finished_run
     stale = run.predictions("simple_cnn", "int8-torch")
@@ -252,6 +252,7 @@ def test_a_variant_slower_than_its_fp32_keeps_its_latency_but_no_test_numbers(fi
         return out
 
     monkeypatch.setattr(quantize, "time_interleaved", int8_torch_100x_slower)
+    monkeypatch.setattr(variants, "slower", lambda *args, **kwargs: "")  # built: slow in the stage's timing
     info = quantize.quantize_model(run, "simple_cnn", 2, 16, True, 0, "avx2")
     entry = info["variants"]["int8-torch"]
     assert entry["note"].endswith("not evaluated on test") and entry.get("accuracy") is None
@@ -259,6 +260,7 @@ def test_a_variant_slower_than_its_fp32_keeps_its_latency_but_no_test_numbers(fi
     assert info["variants"]["onnx-int8"].get("accuracy") is not None  # the others are evaluated as before
     row = next(r for r in run.read_results() if (r["model"], r["variant"]) == ("simple_cnn", "int8-torch"))
     assert row["latency_ms_b1"] and row["accuracy"] == "" and row["accuracy_ci_low"] == ""
+    assert row["status"] == (entry["note"] if entry["status"] == "ok" else entry["status"])  # why it is blank
     record = read_json(run.quantization_json)
     record["models"]["simple_cnn"] = info
     write_json(run.quantization_json, record)
@@ -294,6 +296,27 @@ def test_a_pytorch_int8_model_found_slow_after_a_few_calibration_images_is_not_b
         f"{variants.QUICK_CALIBRATION} images); neither calibrated in full nor validated"
     )
     assert "int8-torch" not in mv.runners and not stale.exists()
+
+
+def test_a_pytorch_int8_model_slower_than_onnx_fp32_alone_is_not_calibrated(finished_run, monkeypatch):
+    """Faster than eager but slower than ONNX Runtime's fp32, it could never replace the faster baseline."""
+    from scenelib.stages import variants
+
+    run = finished_run
+    checked = []
+
+    def slower_than_onnx(reference, candidate, source, how="quick check"):
+        checked.append(reference)
+        return f"slower than {reference} (9.0 vs 4.0 ms, {how})" if reference == "ONNX fp32" else ""
+
+    mv = variants.ModelVariants(run, "simple_cnn", 2, 64, 0, "vnni")
+    mv.build_onnx_fp32()
+    monkeypatch.setattr(variants, "slower", slower_than_onnx)
+    mv.build_torch_int8()
+    entry = mv.info["variants"]["int8-torch"]
+    assert checked == ["eager fp32", "ONNX fp32"]
+    assert entry["status"].startswith("not recommended: slower than ONNX fp32 (9.0 vs 4.0 ms, quick check")
+    assert entry["guard"]["attempts"][0]["val_accuracy"] is None and "int8-torch" not in mv.runners
 
 
 def test_the_linear_probe_row_compares_like_with_like(finished_run):

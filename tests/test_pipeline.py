@@ -55,8 +55,11 @@ def test_end_to_end_run_directory(tiny_run):
         )
     for model in ("simple_cnn", "mobilenet_v2"):
         for variant in ("onnx-int8", "int8-torch"):
-            attempts = quant["models"][model]["variants"][variant]["guard"]["attempts"]
-            assert attempts and all(a["val_accuracy"] is not None for a in attempts)
+            entry = quant["models"][model]["variants"][variant]
+            attempts = entry["guard"]["attempts"]
+            # validated, unless a quick check found it slower than an fp32 runtime before calibration
+            quick = entry["status"].endswith("neither calibrated in full nor validated")
+            assert attempts and all((a["val_accuracy"] is None) == quick for a in attempts), entry["status"]
     fp32 = results[results.variant == "fp32"].set_index("model")
     assert fp32.loc["mobilenet_v2", "weights"].startswith(("offline:", "torchvision:"))
     assert (
