@@ -8,9 +8,10 @@ sequence per kernel family; ``guarded_search`` walks it:
 
 1. where the runtime allows it (PyTorch: the observers accumulate), first build the variant calibrated on a
    few images and time it briefly (``speed_check``): calibration changes its accuracy, not its speed, so a
-   variant slower than its fp32 source, or than ONNX Runtime's fp32 (the faster baseline it would have to
-   replace), is known before minutes of calibration. It can never be recommended: the search stops,
-   recorded, and the variant is neither calibrated further nor validated;
+   variant slower than its fp32 source, or not ``claims.MIN_INT8_SPEEDUP`` times faster than ONNX Runtime's
+   fp32 (the faster baseline it would have to replace), is known before minutes of calibration. It can
+   never be recommended: the search stops, recorded, and the variant is neither calibrated further nor
+   validated;
 2. otherwise build it with the next recipe (calibrated on training images) and time it briefly
    (``too_slow``, for runtimes that cannot check first): if it is slower than its fp32 source, it is
    validated on the plain view only (for the record) and the search stops. Either way the later recipes

@@ -39,7 +39,7 @@ def test_end_to_end_run_directory(tiny_run):
     # INT8 variants are kept or, if no recipe holds on validation, reported as rejected with their numbers;
     # one slower than its fp32 on this CPU says so and has no test numbers (it would decide nothing).
     int8 = results[~fp32_like]
-    assert int8.status.str.match(r"^(ok|rejected: |not recommended: slower than )").all(), results.status
+    assert int8.status.str.match(r"^(ok|rejected: |not recommended: )").all(), results.status
     assert int8[int8.status.str.startswith("not recommended")].accuracy.isna().all()
     measured = results[results.status == "ok"]
     assert (measured.latency_ms_b1 > 0).all() and measured.accuracy.notna().all()
@@ -108,9 +108,11 @@ def test_end_to_end_run_directory(tiny_run):
             run.history_json(model),
             run.onnx_fp32(model),
             run.onnx_int8(model),
-            run.torch_int8(model),
         ):
             assert path.exists(), path
+        # PyTorch INT8 is saved unless its quick check stopped it before calibration (then no stale file)
+        built = not quant["models"][model]["variants"]["int8-torch"]["status"].endswith("nor validated")
+        assert run.torch_int8(model).exists() == built
     summary = read_json(run.data_summary_json)
     assert summary["n_images"] == 30 and summary["class_counts"] == {"alpha": 10, "beta": 10, "gamma": 10}
 

@@ -45,8 +45,8 @@ def slower_than_source(status: str, timing, own) -> str:
     source, in the guard's quick check (its status says so) or in the stage's interleaved timing (unless
     either timing is noisy). Such a variant is never recommended, so its test accuracy would decide nothing;
     its latency is still reported."""
-    if status.startswith("not recommended: slower"):
-        return "not recommended: slower than its fp32 (quick check); not evaluated on test"
+    if status.startswith("not recommended: "):  # the guard's quick check: see recipes.GuardResult.status
+        return "not recommended: too slow in the quick check; not evaluated on test"
     if timing.median > own.median and not (timing.noisy or own.noisy):
         return (
             f"not recommended: slower than its fp32 ({timing.median:.1f} vs {own.median:.1f} ms); "
@@ -58,7 +58,7 @@ def slower_than_source(status: str, timing, own) -> str:
 def is_slower(entry: dict) -> bool:
     """Whether a variant was found slower than its fp32 source, in the guard's quick check or in the
     stage's timing (a timing, so free to differ between two runs of the same code on the same data)."""
-    return entry.get("status", "").startswith("not recommended: slower") or entry.get("note", "").startswith(
+    return entry.get("status", "").startswith("not recommended: ") or entry.get("note", "").startswith(
         "not recommended: slower"
     )
 
