@@ -15,7 +15,6 @@ images (never the test set). Both are calibrated on ``n_calibration`` training i
 from __future__ import annotations
 
 import copy
-import math
 import platform
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .features import onnx_bytes, ort_session
+from .features import freeze_same_padding, onnx_bytes, ort_session
 from .recipes import OrtRecipe, TorchRecipe
 
 ONNX_TOLERANCE = 1e-3  # max |logit difference| allowed between PyTorch and ONNX Runtime fp32
@@ -104,44 +103,6 @@ def quantize_onnx(
 
 
 # -- PyTorch ---------------------------------------------------------------------------------------------
-def freeze_same_padding(model: nn.Module, size: int) -> nn.Module:
-    """Replace TensorFlow-style dynamic 'same' convolutions (timm ``Conv2dSame``) by a fixed ZeroPad2d + Conv2d
-    for one input size, so FX can trace them (their padding is computed from the input shape at run time)."""
-    dynamic = {name: m for name, m in model.named_modules() if type(m).__name__ == "Conv2dSame"}
-    if not dynamic:
-        return model
-    shapes: dict[str, tuple[int, int]] = {}
-    hooks = [
-        m.register_forward_pre_hook(lambda m, a, n=n: shapes.__setitem__(n, a[0].shape[-2:]))
-        for n, m in dynamic.items()
-    ]
-    with torch.inference_mode():
-        model.eval()(torch.zeros(1, 3, size, size))
-    for h in hooks:
-        h.remove()
-    for name, conv in dynamic.items():
-        pads = []
-        for dim in (1, 0):  # ZeroPad2d takes (left, right, top, bottom)
-            i, k, s, d = shapes[name][dim], conv.kernel_size[dim], conv.stride[dim], conv.dilation[dim]
-            total = max((math.ceil(i / s) - 1) * s + (k - 1) * d + 1 - i, 0)
-            pads += [total // 2, total - total // 2]
-        plain = nn.Conv2d(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
-            0,
-            conv.dilation,
-            conv.groups,
-            conv.bias is not None,
-        )
-        plain.load_state_dict(conv.state_dict())
-        parent_name, _, attr = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, nn.Sequential(nn.ZeroPad2d(tuple(pads)), plain))
-    return model
-
-
 def plain_batchnorm(model: nn.Module) -> nn.Module:
     """Replace timm's ``BatchNormAct2d`` (BatchNorm and activation in one module, traced by FX as a bare
     ``F.batch_norm`` call) by ``BatchNorm2d`` + activation, so FX fuses BatchNorm into the convolution."""

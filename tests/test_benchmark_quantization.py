@@ -10,14 +10,13 @@ from torch import nn
 
 from scenelib import quantization
 from scenelib.benchmark import count_macs, peak_activation_mb, state_dict_mb, time_interleaved
-from scenelib.features import ort_session
+from scenelib.features import freeze_same_padding, onnx_bytes, ort_session
 from scenelib.models import build_classifier
 from scenelib.quantization import (
     ExportMismatchError,
     calibrate,
     convert,
     export_onnx,
-    freeze_same_padding,
     plain_batchnorm,
     prepare_torch,
     quantize_onnx,
@@ -122,3 +121,21 @@ def test_same_padding_is_frozen_without_changing_outputs():
         assert "Conv2dSame" not in names and "BatchNormAct2d" not in names
         assert torch.allclose(frozen(x), before, atol=1e-5)
     torch.fx.symbolic_trace(frozen)  # traceable now, which FX quantization needs
+
+
+def test_the_onnx_export_has_no_run_time_padding_and_leaves_the_model_alone():
+    """The feature cache's and the deployed ONNX graph pad by constants that ONNX Runtime fuses into the
+    convolutions, instead of computing the padding from the input shape on every call."""
+    import onnx
+
+    model = build_classifier("efficientnet_lite0", 3).eval()
+    graph = onnx.load_from_string(onnx_bytes(model, 224)).graph
+    ops = {n.op_type for n in graph.node}
+    assert not ops & {"Shape", "Ceil", "Gather"}, ops
+    assert any(type(m).__name__ == "Conv2dSame" for m in model.modules())  # exported from a copy
+    x = torch.randn(2, 3, 224, 224)
+    session = ort_session(onnx_bytes(model, 224), 1)
+    with torch.inference_mode():
+        expected = model(x).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert np.abs(got - expected).max() < 1e-4
