@@ -46,8 +46,9 @@ def device_runner(module: nn.Module, device: torch.device, dtype: torch.dtype | 
 def onnx_bytes(module: nn.Module, size: int, input_channels: int = 3) -> bytes:
     """Export a module to ONNX in memory, with a dynamic batch axis, for ``size`` px inputs (any dynamic
     'same' padding frozen for that size, on a copy)."""
+    module.eval()  # in place, as before any copy: the caller's module is left in eval mode either way
     if any(type(m).__name__ == "Conv2dSame" for m in module.modules()):
-        module = freeze_same_padding(copy.deepcopy(module).eval(), size, input_channels)
+        module = freeze_same_padding(copy.deepcopy(module), size, input_channels)
     buffer = io.BytesIO()
     example = torch.randn(1, input_channels, size, size)
     with warnings.catch_warnings():
