@@ -56,8 +56,9 @@ def slower_than_source(status: str, timing, own) -> str:
 
 
 def is_slower(entry: dict) -> bool:
-    """Whether a variant was found slower than its fp32 source, in the guard's quick check or in the
-    stage's timing (a timing, so free to differ between two runs of the same code on the same data)."""
+    """Whether a variant was found too slow to be recommended: in the guard's quick check (slower than its
+    fp32 source, or short of the speed-up over ONNX fp32) or slower than its source in the stage's timing.
+    It rests on a timing, so it is free to differ between two runs of the same code on the same data."""
     return entry.get("status", "").startswith("not recommended: ") or entry.get("note", "").startswith(
         "not recommended: slower"
     )
