@@ -169,6 +169,13 @@ class Attempt:
     images: int = 0  # validation images
 
 
+# The mark of a variant found too slow to be recommended, in a guard's status or a stage's note (what
+# stages.quantize.is_slower looks for).
+NOT_RECOMMENDED = "not recommended: "
+# How the status of a variant stopped by the quick check ends: nothing was calibrated in full or kept.
+NOT_BUILT = "neither calibrated in full nor validated"
+
+
 @dataclass
 class GuardResult:
     recipe: str | None  # the kept recipe (None if every attempt failed)
@@ -181,13 +188,13 @@ class GuardResult:
     @property
     def status(self) -> str:
         if self.recipe is None and self.slow:
-            return f"not recommended: {self.stopped}; neither calibrated in full nor validated"
+            return f"{NOT_RECOMMENDED}{self.stopped}; {NOT_BUILT}"
         if self.recipe is None:
             return "failed: " + "; ".join(f"{a.recipe}: {a.status}" for a in self.attempts)
         if self.accepted:
             return "ok"
         if self.slow:
-            return f"not recommended: {self.stopped}; validated on the plain view only"
+            return f"{NOT_RECOMMENDED}{self.stopped}; validated on the plain view only"
         kept = next(a for a in self.attempts if a.recipe == self.recipe)
         tried = "every recipe tried" if len(self.attempts) > 1 else f"{self.recipe}, the only recipe tried,"
         return (

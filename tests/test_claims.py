@@ -206,13 +206,19 @@ def test_calibration_and_the_guard_read_no_test_image(finished_run, monkeypatch)
     run = finished_run
     test_paths = {r.path for r in split_rows(read_manifest(run.splits_csv), "test")}
     read: list[str] = []
-    real = variants.decode_images
+    real_images_of, real_split_images = variants.images_of, variants.split_images
 
-    def spy(paths, size, *args, **kwargs):
-        read.extend(str(p) for p in paths)
-        return real(paths, size, *args, **kwargs)
+    def images_of(manifest, rows, size):
+        read.extend(r.path for r in rows)
+        return real_images_of(manifest, rows, size)
 
-    monkeypatch.setattr(variants, "decode_images", spy)
+    def split_images(manifest, split, size):
+        rows, images = real_split_images(manifest, split, size)
+        read.extend(r.path for r in rows)
+        return rows, images
+
+    monkeypatch.setattr(variants, "images_of", images_of)
+    monkeypatch.setattr(variants, "split_images", split_images)
     mv = variants.ModelVariants(run, "simple_cnn", 2, 8, 0, "avx2")
     mv.build_onnx_fp32()
     mv.build_onnx_int8()
@@ -285,9 +291,9 @@ def test_a_pytorch_int8_model_found_slow_after_a_few_calibration_images_is_not_b
     stale.touch()  # an earlier run's file, which must not be taken for this run's
     checked = []
 
-    def slow(reference, candidate, source, how="quick check"):
+    def slow(candidate, baselines, how="quick check"):
         checked.append(how)
-        return f"slower than {reference} (9.0 vs 4.0 ms, {how})"
+        return f"slower than {baselines[0].name} (9.0 vs 4.0 ms, {how})"
 
     monkeypatch.setattr(variants, "slower", slow)
     mv = variants.ModelVariants(run, "simple_cnn", 2, 64, 0, "vnni")
@@ -310,9 +316,9 @@ def test_a_pytorch_int8_model_short_of_the_speedup_over_onnx_fp32_is_not_calibra
     run = finished_run
     checked = []
 
-    def slower_than_onnx(reference, candidate, source, how="quick check", speedup=1.0):
-        checked.append((reference, speedup))
-        return f"not {speedup:g}x faster than {reference} (9.0 vs 4.0 ms, {how})" if speedup > 1 else ""
+    def slower_than_onnx(candidate, baselines, how="quick check"):
+        checked.extend((b.name, b.speedup) for b in baselines)
+        return f"not {baselines[-1].speedup:g}x faster than {baselines[-1].name} (9.0 vs 4.0 ms, {how})"
 
     mv = variants.ModelVariants(run, "simple_cnn", 2, 64, 0, "vnni")
     mv.build_onnx_fp32()

@@ -242,23 +242,30 @@ def test_tta_is_evaluated_only_for_a_variant_that_could_be_recommended():
     )
 
 
-def test_the_quick_speed_check_times_the_candidate_and_its_fp32_in_turn():
+def test_the_quick_speed_check_times_the_candidate_and_its_baselines_in_turn():
     import time
 
-    from scenelib.stages.variants import slower
+    from scenelib.stages.variants import Baseline, slower
 
     order = []
 
-    def candidate():
-        order.append("candidate")
-        time.sleep(0.004)
+    def named(name: str, ms: float):
+        def call():
+            order.append(name)
+            time.sleep(ms / 1000)
 
-    def source():
-        order.append("fp32")
+        return call
 
-    assert slower("eager fp32", candidate, source).startswith("slower than eager fp32 (")
+    candidate, source = named("candidate", 4), named("fp32", 0)
+    assert slower(candidate, [Baseline("eager fp32", source)]).startswith("slower than eager fp32 (")
     assert order[2:6] == ["candidate", "fp32", "candidate", "fp32"]  # in turn: a load burst hits both
-    assert slower("eager fp32", source, candidate) == ""
+    assert slower(source, [Baseline("eager fp32", candidate)]) == ""
+    # Faster than one baseline, short of the speed-up over the other: one session times all three in turn.
+    order.clear()
+    baselines = [Baseline("eager fp32", named("fp32", 8)), Baseline("ONNX fp32", named("onnx", 4), 1.1)]
+    why = slower(named("candidate", 4), baselines)
+    assert why.startswith("not 1.1x faster than ONNX fp32 (") and why.endswith(", quick check)"), why
+    assert order[3:9] == ["candidate", "fp32", "onnx"] * 2
 
 
 def test_a_validation_split_too_small_to_show_int8_holds_tries_only_the_first_recipe():

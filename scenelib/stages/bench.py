@@ -18,12 +18,13 @@ from ..benchmark import (
     torch_infer,
 )
 from ..claims import interval_columns
+from ..decoded import split_images
 from ..evaluation import Predictions, classification_metrics
 from ..models import load_checkpoint
 from ..rundir import RunDir, read_json, write_json
-from ..splits import read_manifest, split_rows
+from ..splits import read_manifest
 from ..training import count_params
-from ..transforms import decode_images, views
+from ..transforms import views
 from .quantize import fp32_reference, machine_of
 from .variants import EAGER_BATCH, bulk_eager_runner, predict
 
@@ -38,25 +39,24 @@ def evaluate_predictions(pred: Predictions) -> dict:
     return out
 
 
-def end_to_end(run: RunDir, name: str, model, meta: dict, decoded: dict) -> dict:
+def end_to_end(run: RunDir, name: str, model, meta: dict) -> dict:
     """The saved checkpoint on the plain view, end to end in PyTorch: test (predictions-fp32-e2e, and its
     agreement with training's predictions, from cached prefix features for linear / partial) and validation
-    (predictions-fp32-val, for the ensemble). ``decoded`` caches each split's rows and images per size."""
+    (predictions-fp32-val, for the ensemble)."""
     size = meta["input_size"]
-    for split in ("test", "val"):
-        if (split, size) not in decoded:
-            rows = split_rows(read_manifest(run.splits_csv), split)
-            decoded[split, size] = rows, decode_images([r.path for r in rows], size)
+    manifest = read_manifest(run.splits_csv)
     plain, runner = views("none", size), bulk_eager_runner(model)
     cached = Predictions.load(run.predictions(name, "fp32"))
-    val_rows, val_images = decoded["val", size]
+    val_rows, val_images = split_images(manifest, "val", size)
     Predictions(
         predict(runner, val_images, meta["mean"], meta["std"], plain, EAGER_BATCH),
         np.array([r.label for r in val_rows]),
         np.array([r.path for r in val_rows]),
         cached.classes,
     ).save(run.predictions(name, ensemble.VAL_VARIANT))
-    probs = predict(runner, decoded["test", size][1], meta["mean"], meta["std"], plain, EAGER_BATCH)
+    probs = predict(
+        runner, split_images(manifest, "test", size)[1], meta["mean"], meta["std"], plain, EAGER_BATCH
+    )
     Predictions(probs, cached.labels, cached.paths, cached.classes).save(run.predictions(name, "fp32-e2e"))
     same = probs[0].argmax(1) == cached.single.argmax(1)
     return {
@@ -73,12 +73,12 @@ def benchmark_stage(run: RunDir, threads: int, quick: bool = False) -> dict:
     torch.set_num_threads(threads)
     rounds = 3 if quick else 10
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-    models, cost, metrics, calls, tta_calls, e2e, decoded = {}, {}, {}, {}, {}, {}, {}
+    models, cost, metrics, calls, tta_calls, e2e = {}, {}, {}, {}, {}, {}
     for name in run.trained_models():
         model, meta = load_checkpoint(run.checkpoint(name))
         size = meta["input_size"]
         models[name] = (model, size)
-        e2e[name] = end_to_end(run, name, model, meta, decoded)
+        e2e[name] = end_to_end(run, name, model, meta)
         metrics[name] = evaluate_predictions(fp32_reference(run, name))
         x1 = torch.randn(1, 3, size, size)
         calls[name] = torch_infer(model, x1)

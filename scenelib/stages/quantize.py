@@ -17,11 +17,13 @@ import torch
 from .. import ensemble, journal, progress
 from ..benchmark import time_interleaved
 from ..claims import interval_columns, not_shown
+from ..decoded import split_images
 from ..evaluation import Predictions, accuracy_and_f1
 from ..hardware import machine_record
+from ..recipes import NOT_RECOMMENDED
 from ..rundir import FP32_SOURCE, RESULT_COLUMNS, VARIANTS, RunDir, read_json, write_json
-from ..splits import read_manifest, split_rows
-from ..transforms import decode_images, views
+from ..splits import read_manifest
+from ..transforms import views
 from .variants import ModelVariants, predict
 
 # One evaluation's test columns (not the --repeats summary's _mean / _std)
@@ -45,11 +47,11 @@ def slower_than_source(status: str, timing, own) -> str:
     source, in the guard's quick check (its status says so) or in the stage's interleaved timing (unless
     either timing is noisy). Such a variant is never recommended, so its test accuracy would decide nothing;
     its latency is still reported."""
-    if status.startswith("not recommended: "):  # the guard's quick check: see recipes.GuardResult.status
-        return "not recommended: too slow in the quick check; not evaluated on test"
+    if status.startswith(NOT_RECOMMENDED):  # the guard's quick check: see recipes.GuardResult.status
+        return f"{NOT_RECOMMENDED}too slow in the quick check; not evaluated on test"
     if timing.median > own.median and not (timing.noisy or own.noisy):
         return (
-            f"not recommended: slower than its fp32 ({timing.median:.1f} vs {own.median:.1f} ms); "
+            f"{NOT_RECOMMENDED}slower than its fp32 ({timing.median:.1f} vs {own.median:.1f} ms); "
             "not evaluated on test"
         )
     return ""
@@ -59,8 +61,8 @@ def is_slower(entry: dict) -> bool:
     """Whether a variant was found too slow to be recommended: in the guard's quick check (slower than its
     fp32 source, or short of the speed-up over ONNX fp32) or slower than its source in the stage's timing.
     It rests on a timing, so it is free to differ between two runs of the same code on the same data."""
-    return entry.get("status", "").startswith("not recommended: ") or entry.get("note", "").startswith(
-        "not recommended: slower"
+    return entry.get("status", "").startswith(NOT_RECOMMENDED) or entry.get("note", "").startswith(
+        NOT_RECOMMENDED
     )
 
 
@@ -90,8 +92,7 @@ def evaluate_on_test(mv: ModelVariants, rounds: int, tta_budget_s: float) -> dic
     """Time every built variant interleaved, then evaluate each once on the test split."""
     run, name, info = mv.run, mv.name, mv.info
     train = read_json(run.train_json(name))
-    test_rows = split_rows(read_manifest(run.splits_csv), "test")
-    test_images = decode_images([r.path for r in test_rows], mv.size)
+    test_rows, test_images = split_images(read_manifest(run.splits_csv), "test", mv.size)
     test_views = views(train["config"]["augmentation"], mv.size, train["config"]["seed"])
     test_views = test_views[: train.get("tta_views", 1)]
     timings = time_interleaved(mv.calls, warmup=3, rounds=rounds, runs_per_round=3)

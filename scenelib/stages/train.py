@@ -8,10 +8,11 @@ import numpy as np
 import torch
 
 from .. import journal
+from ..decoded import split_images
 from ..evaluation import Predictions, accuracy_and_f1
 from ..models import check_model_name, save_checkpoint, to_scene_classifier
 from ..rundir import TRAIN_VAL, RunDir, write_json
-from ..splits import class_names, read_manifest, split_rows
+from ..splits import class_names, read_manifest
 from ..training import (
     DEFAULT_EPOCHS,
     SplitData,
@@ -21,7 +22,6 @@ from ..training import (
     seed_everything,
     train_model,
 )
-from ..transforms import decode_images
 from ..weights import WeightsInfo, load_pretrained
 
 
@@ -35,9 +35,9 @@ class TrainingOutcome:
 
 
 def load_split(run: RunDir, split: str, size: int) -> tuple[SplitData, list[str]]:
-    """Decode one split of the manifest at ``size`` px; returns the data and the image paths."""
-    rows = split_rows(read_manifest(run.splits_csv), split)
-    images = decode_images([r.path for r in rows], size)
+    """One split of the manifest at ``size`` px (decoded once per run and size: ``decoded.py``); returns the
+    data and the image paths."""
+    rows, images = split_images(read_manifest(run.splits_csv), split, size)
     return SplitData(images, torch.tensor([r.label for r in rows], dtype=torch.long)), [r.path for r in rows]
 
 
