@@ -6,10 +6,19 @@ import numpy as np
 import pytest
 import torch
 
+from scenelib import training
 from scenelib.evaluation import Predictions, classification_metrics, expected_calibration_error, misclassified
 from scenelib.features import extract_views
+from scenelib.hardware import cpu_features
 from scenelib.models import MODELS, HeadConfig, build_classifier, to_scene_classifier
-from scenelib.training import SplitData, TrainConfig, needed_pairs, seed_everything, train_model
+from scenelib.training import (
+    SplitData,
+    TrainConfig,
+    needed_pairs,
+    seed_everything,
+    train_model,
+    training_layout,
+)
 from scenelib.transforms import decode_images, dihedral, views
 from scenelib.weights import load_pretrained
 
@@ -28,7 +37,9 @@ def colour_split(n_per_class: int, size: int, seed: int) -> SplitData:
     return SplitData(torch.cat(images), torch.tensor(labels))
 
 
-def test_partial_fine_tune_on_cached_views_learns_and_repeats():
+def test_partial_fine_tune_on_cached_views_learns_and_repeats(monkeypatch):
+    # an AVX2 CPU without AVX-512 on any host: the suffix trains in channels_last (training_layout)
+    monkeypatch.setattr(training, "cpu_features", lambda: cpu_features(["avx2"]))
     spec = MODELS["mobilenet_v2"]
     arch, info = load_pretrained(spec, "offline")
     train, val, test = colour_split(8, 64, 0), colour_split(2, 64, 1), colour_split(4, 64, 2)
@@ -53,6 +64,9 @@ def test_partial_fine_tune_on_cached_views_learns_and_repeats():
     # Views no epoch draws are never computed and left NaN: a read of one would make a loss NaN.
     assert all(np.isfinite(h["train_loss"]) for h in result.history)
     assert result.trainable_params < sum(p.numel() for p in result.model.parameters())
+    # Trained in channels_last, returned in the default layout: what checkpoints, ONNX export and INT8 expect.
+    convs = [m.weight for m in result.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert result.layout == "channels_last" and convs and all(w.is_contiguous() for w in convs)
     again = run()
     assert [h["train_loss"] for h in again.history] == pytest.approx(
         [h["train_loss"] for h in result.history], rel=1e-4
@@ -105,9 +119,23 @@ def test_scratch_training_runs_on_images_with_early_stopping():
     )
     assert result.cut == 0 and result.cache_engine == "none" and result.test_probs.shape == (1, 6, 3)
     assert 2 <= len(result.history) <= 6
-    # Trained in channels_last, returned in the default layout: what checkpoints, ONNX export and INT8 expect.
+    # Trained in channels_last, returned in the default layout, as above.
     convs = [m.weight for m in result.model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(w.is_contiguous() for w in convs)
+
+
+def test_the_training_layout_follows_the_strategy_the_device_and_the_cpu(monkeypatch):
+    cpu, blocks = torch.device("cpu"), 19
+    for flags, suffix in (
+        (["avx2"], torch.channels_last),
+        (["avx2", "avx512f"], torch.contiguous_format),
+        ([], torch.contiguous_format),  # not x86 with AVX2: not measured, so the default layout
+    ):
+        monkeypatch.setattr(training, "cpu_features", lambda f=flags: cpu_features(f))
+        assert training_layout(14, blocks, cpu) == suffix  # partial: a suffix on cached features
+        assert training_layout(0, blocks, cpu) == torch.channels_last  # full, scratch: the whole network
+        assert training_layout(blocks, blocks, cpu) == torch.contiguous_format  # linear: pooled 2-D features
+    assert training_layout(14, blocks, torch.device("cuda")) == torch.channels_last
 
 
 def test_bad_config_is_refused():

@@ -164,6 +164,7 @@ def _summarize(
         "frozen_blocks": result.cut,
         "total_blocks": len(result.model.blocks),
         "cache_engine": result.cache_engine,
+        "train_layout": result.layout,
         "cache_seconds": round(result.cache_seconds, 1),
         "train_seconds": round(result.train_seconds, 1),
         "epochs_run": len(result.history),

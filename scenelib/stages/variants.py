@@ -23,7 +23,7 @@ import torch
 from ..benchmark import file_mb, onnx_infer, time_interleaved, torch_infer
 from ..claims import MIN_INT8_SPEEDUP, change_bound, images_to_show
 from ..decoded import images_of, split_images
-from ..features import extract_views, ort_session
+from ..features import BULK_BATCH, extract_views, ort_session
 from ..models import load_checkpoint
 from ..quantization import (
     calibrate,
@@ -59,7 +59,9 @@ def calibration_batch(run: RunDir, n: int, size: int, mean, std, seed: int = 0) 
     return normalize(images_of(manifest, rows, size), mean, std)
 
 
-def predict(runner: Runner, images: torch.Tensor, mean, std, test_views, batch_size: int = 32) -> np.ndarray:
+def predict(
+    runner: Runner, images: torch.Tensor, mean, std, test_views, batch_size: int = BULK_BATCH
+) -> np.ndarray:
     """Softmax of every view: [V, N, C]."""
     logits = extract_views(
         runner, images, mean, std, test_views, batch_size=batch_size, desc="evaluate"
