@@ -7,8 +7,8 @@ Now the first stage to ask for a size decodes all the manifest's images at that 
 (``N x 3 x size x size``, 316 MB for UC Merced at 224 px) in the per-dataset cache folder
 (``$SCENELIB_CACHE_DIR``, else ``~/.cache/scenelib``, under ``decoded/``); later stages and later runs read
 the rows they need from it, memory-mapped. The file is keyed, like the integrity scan's cache, by the
-images' paths, sizes and modification times, so an edited image is decoded again. Deleting the folder is
-always safe. Arrays larger than ``MAX_CACHED_BYTES`` are not kept: they are decoded in each stage as before.
+images' paths, sizes and modification times, so an edited image is decoded again (and the array from
+before the edit removed). Deleting the folder is always safe. Arrays larger than ``MAX_CACHED_BYTES`` are not kept: they are decoded in each stage as before.
 """
 
 from __future__ import annotations
@@ -30,17 +30,27 @@ from .transforms import decode_images
 MAX_CACHED_BYTES = 4 * 2**30
 
 
-def _key(paths: Sequence[str]) -> str:
+def _digest(lines) -> str:
     digest = hashlib.sha256()
-    for p in paths:
-        st = os.stat(p)
-        digest.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:20]
+    for line in lines:
+        digest.update(f"{line}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def cache_file(paths: Sequence[str], size: int) -> Path:
-    """Where the array of ``paths`` (in this order) at ``size`` px lives."""
-    return cache_dir() / "decoded" / f"{_key(paths)}-{len(paths)}x{size}px.npy"
+    """Where the array of ``paths`` (in this order) at ``size`` px lives: named by the paths, the size and
+    the files' sizes and modification times, so that an edited image gets a new file."""
+    files = _digest(paths)
+    stats = _digest(f"{st.st_size}|{st.st_mtime_ns}" for st in map(os.stat, paths))
+    return cache_dir() / "decoded" / f"{files}-{size}px-{stats}.npy"
+
+
+def _drop_older(path: Path) -> None:
+    """Remove the arrays of the same images and size from before an edit (only this module's own files)."""
+    files, size, _ = path.stem.split("-")
+    for old in path.parent.glob(f"{files}-{size}-*.npy"):
+        if old != path:
+            old.unlink(missing_ok=True)
 
 
 def _load(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -66,6 +76,7 @@ def all_images(paths: Sequence[str], size: int) -> np.ndarray:
     try:
         with atomic_writer(path, "wb") as fh:
             np.save(fh, images)
+        _drop_older(path)
     except OSError as exc:
         warnings.warn(
             f"decoded images not cached in {path.parent} ({exc}); each stage decodes them again", stacklevel=2

@@ -57,15 +57,20 @@ def test_every_split_reads_the_images_decoded_once_per_size(manifest, decodes):
 
 def test_an_edited_image_or_a_damaged_file_is_decoded_again(manifest, decodes):
     decoded.split_images(manifest, "train", 24)
+    decoded.split_images(manifest, "train", 32)
+    paths = sorted(r.path for r in manifest)
+    before = decoded.cache_file(paths, 24)
     edited = manifest[0].path
     st = os.stat(edited)
     os.utime(edited, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     rows, images = decoded.split_images(manifest, "train", 24)
-    assert decodes == [8, 8]
-    paths = sorted(r.path for r in manifest)
+    assert decodes == [8, 8, 8]
+    # the array from before the edit is gone; the other size's stays until it is read again
+    files = sorted(p.name for p in before.parent.iterdir())
+    assert before.name not in files and decoded.cache_file(paths, 24).name in files and len(files) == 2
     decoded.cache_file(paths, 24).write_bytes(b"not an array")
     again = decoded.split_images(manifest, "train", 24)[1]
-    assert decodes == [8, 8, 8] and torch.equal(again, images)
+    assert decodes == [8, 8, 8, 8] and torch.equal(again, images)
 
 
 def test_an_unwritable_cache_folder_warns_and_still_returns_the_images(manifest, decodes, tmp_path):
