@@ -13,8 +13,10 @@ before the edit removed). Deleting the folder is always safe. Arrays larger than
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,12 +47,20 @@ def cache_file(paths: Sequence[str], size: int) -> Path:
     return cache_dir() / "decoded" / f"{files}-{size}px-{stats}.npy"
 
 
+STALE_TEMP_S = 3600  # a temp file this old was left by a writer that was killed
+
+
 def _drop_older(path: Path) -> None:
-    """Remove the arrays of the same images and size from before an edit (only this module's own files)."""
+    """Remove the arrays of the same images and size from before an edit, and temp files of killed writers
+    (only this module's own files)."""
     files, size, _ = path.stem.split("-")
     for old in path.parent.glob(f"{files}-{size}-*.npy"):
         if old != path:
             old.unlink(missing_ok=True)
+    for tmp in path.parent.glob(".*.npy.*.tmp"):
+        with contextlib.suppress(OSError):
+            if time.time() - tmp.stat().st_mtime > STALE_TEMP_S:
+                tmp.unlink()
 
 
 def _load(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import torch
@@ -60,14 +61,21 @@ def test_an_edited_image_or_a_damaged_file_is_decoded_again(manifest, decodes):
     decoded.split_images(manifest, "train", 32)
     paths = sorted(r.path for r in manifest)
     before = decoded.cache_file(paths, 24)
+    killed, writing = (before.parent / f".{before.name}.{tag}.tmp" for tag in ("killed", "writing"))
+    killed.write_bytes(b"half an array")
+    writing.write_bytes(b"another run, writing now")
+    hours_ago = time.time() - 2 * 3600
+    os.utime(killed, (hours_ago, hours_ago))
     edited = manifest[0].path
     st = os.stat(edited)
     os.utime(edited, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     rows, images = decoded.split_images(manifest, "train", 24)
     assert decodes == [8, 8, 8]
-    # the array from before the edit is gone; the other size's stays until it is read again
+    # the array from before the edit and a killed writer's temp file are gone; another writer's stays, and so
+    # does the other size's array until it is read again
     files = sorted(p.name for p in before.parent.iterdir())
-    assert before.name not in files and decoded.cache_file(paths, 24).name in files and len(files) == 2
+    assert before.name not in files and killed.name not in files and writing.name in files
+    assert decoded.cache_file(paths, 24).name in files and len(files) == 3
     decoded.cache_file(paths, 24).write_bytes(b"not an array")
     again = decoded.split_images(manifest, "train", 24)[1]
     assert decodes == [8, 8, 8, 8] and torch.equal(again, images)
