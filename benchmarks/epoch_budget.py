@@ -25,7 +25,15 @@ from time_to_accuracy import RESULTS, load_splits, slug
 from scenelib.features import extract_views, make_runner
 from scenelib.hardware import machine_record, reference_latency_ms
 from scenelib.models import HeadConfig, check_model_name, to_scene_classifier
-from scenelib.training import TrainConfig, cut_point, fit, frozen_prefix, seed_everything, trainable_part
+from scenelib.training import (
+    TrainConfig,
+    cut_point,
+    fit,
+    frozen_prefix,
+    seed_everything,
+    trainable_part,
+    training_layout,
+)
 from scenelib.transforms import views
 from scenelib.weights import load_pretrained
 
@@ -61,6 +69,8 @@ def train_budgets(
                 0, len(tv), (epochs, len(labels["train"])), generator=torch.Generator().manual_seed(seed)
             )
             net = trainable_part(model, cut)
+            layout = training_layout(cut, len(model.blocks), torch.device("cpu"))  # as train_model's
+            net.to(memory_format=layout)
 
             def batches(split: str, view: int = 0):
                 feats = cache[split][view]
@@ -77,12 +87,16 @@ def train_budgets(
                 cfg,
                 n_classes,
                 desc=f"{name} {epochs} epochs seed {seed}",
+                layout=layout,
             )
             seconds = time.perf_counter() - t0
             net.eval()
             with torch.inference_mode():
                 probs = torch.stack(
-                    [torch.cat([net(x).softmax(1) for x, _ in batches("test", v)]) for v in range(len(tv))]
+                    [
+                        torch.cat([net(x.to(memory_format=layout)).softmax(1) for x, _ in batches("test", v)])
+                        for v in range(len(tv))
+                    ]
                 )
             y = labels["test"]
             rows.append(
