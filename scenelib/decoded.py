@@ -74,8 +74,8 @@ def _load(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
 
 def all_images(paths: Sequence[str], size: int) -> np.ndarray:
     """Every image of ``paths`` at ``size`` px as uint8 ``[N, 3, size, size]``: from the cache, or decoded
-    and cached for the next caller (not cached when larger than ``MAX_CACHED_BYTES`` or when the folder is
-    not writable; a warning says why)."""
+    and cached for the next caller (not cached when larger than ``MAX_CACHED_BYTES``, nor, with a warning,
+    when the folder is not writable)."""
     shape = (len(paths), 3, size, size)
     path = cache_file(paths, size)
     if (cached := _load(path, shape)) is not None:
