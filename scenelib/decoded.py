@@ -8,7 +8,8 @@ Now the first stage to ask for a size decodes all the manifest's images at that 
 (``$SCENELIB_CACHE_DIR``, else ``~/.cache/scenelib``, under ``decoded/``); later stages and later runs read
 the rows they need from it, memory-mapped. The file is keyed, like the integrity scan's cache, by the
 images' paths, sizes and modification times, so an edited image is decoded again (and the array from
-before the edit removed). Deleting the folder is always safe. Arrays larger than ``MAX_CACHED_BYTES`` are not kept: they are decoded in each stage as before.
+before the edit removed). Deleting the folder is always safe. Arrays larger than ``MAX_CACHED_BYTES`` are
+not kept: they are decoded in each stage as before.
 """
 
 from __future__ import annotations

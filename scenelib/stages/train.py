@@ -35,8 +35,8 @@ class TrainingOutcome:
 
 
 def load_split(run: RunDir, split: str, size: int) -> tuple[SplitData, list[str]]:
-    """One split of the manifest at ``size`` px (decoded once per run and size: ``decoded.py``); returns the
-    data and the image paths."""
+    """One split of the manifest at ``size`` px (decoded once per image set and size: ``decoded.py``);
+    returns the data and the image paths."""
     rows, images = split_images(read_manifest(run.splits_csv), split, size)
     return SplitData(images, torch.tensor([r.label for r in rows], dtype=torch.long)), [r.path for r in rows]
 
