@@ -10,7 +10,12 @@ one run, carry the comparison: a seed changes the new head, the views drawn and 
 UC Merced's 147 validation and 630 test images that alone moves accuracy by one to two points. Budgets are
 compared on validation; test is recorded to show what the choice costs, never to make it.
 
+A model without pretrained weights (``simple_cnn``) is trained whole from random initialisation, as the
+pipeline's ``scratch`` strategy, at its own input size. A rerun replaces the CSV's rows of the budgets and
+seeds it runs and keeps the others; every row carries the reference latency measured around its model.
+
     python benchmarks/epoch_budget.py --data-dir ../shared/data --epochs 8,12 --seeds 0,1,2
+    python benchmarks/epoch_budget.py --data-dir ../shared/data --models simple_cnn --epochs 8,12
 """
 
 from __future__ import annotations
@@ -22,15 +27,17 @@ import pandas as pd
 import torch
 from time_to_accuracy import RESULTS, load_splits, slug
 
-from scenelib.features import extract_views, make_runner
+from scenelib.features import make_runner
 from scenelib.hardware import machine_record, reference_latency_ms
 from scenelib.models import HeadConfig, check_model_name, to_scene_classifier
 from scenelib.training import (
     TrainConfig,
     cut_point,
+    feature_cache,
     fit,
     frozen_prefix,
     seed_everything,
+    train_model,
     trainable_part,
     training_layout,
 )
@@ -49,11 +56,7 @@ def train_budgets(
     cut = cut_point(base, spec, TrainConfig())
     runner, _ = make_runner(frozen_prefix(base.eval(), cut), size)
     start = time.perf_counter()
-    cache = {
-        "train": extract_views(runner, splits["train"].images, info.mean, info.std, tv, desc="cache train"),
-        "val": extract_views(runner, splits["val"].images, info.mean, info.std, tv[:1], desc="cache val"),
-        "test": extract_views(runner, splits["test"].images, info.mean, info.std, tv, desc="cache test"),
-    }
+    cache = feature_cache(runner, splits, info.mean, info.std, tv, tv)  # every training view: any budget
     cache_seconds = time.perf_counter() - start
     labels = {k: v.labels for k, v in splits.items()}
     rows = []
@@ -98,24 +101,68 @@ def train_budgets(
                         for v in range(len(tv))
                     ]
                 )
-            y = labels["test"]
+            rows.append(budget_row(name, epochs, seed, history, best_epoch, probs, labels["test"], seconds))
+            rows[-1]["cache_seconds_all_views"] = round(cache_seconds, 1)
+            print(rows[-1], flush=True)
+    return rows
+
+
+def train_scratch_budgets(
+    name: str, splits: dict, n_classes: int, budgets: list[int], seeds: list[int]
+) -> list[dict]:
+    """A model without pretrained weights (simple_cnn, the no-transfer baseline): trained whole from random
+    initialisation by ``training.train_model``, as the pipeline's ``scratch`` strategy, at its own input
+    size. There is no cache: the budget sets the training time alone."""
+    spec = check_model_name(name)
+    rows = []
+    for epochs in budgets:
+        for seed in seeds:
+            cfg = TrainConfig(strategy="scratch", epochs=epochs, seed=seed)
+            seed_everything(seed)  # as the training stage: the random initialisation
+            arch, info = load_pretrained(spec, "none")
+            model = to_scene_classifier(spec, arch, n_classes, cfg.head)
+            result = train_model(
+                model,
+                spec,
+                info.mean,
+                info.std,
+                splits["train"],
+                splits["val"],
+                splits["test"],
+                n_classes,
+                cfg,
+            )
+            probs = torch.from_numpy(result.test_probs)
             rows.append(
-                {
-                    "model": name,
-                    "epochs": epochs,
-                    "seed": seed,
-                    "epochs_run": len(history),
-                    "best_epoch": best_epoch,
-                    "val_accuracy": history[best_epoch - 1]["val_accuracy"],
-                    "val_loss": history[best_epoch - 1]["val_loss"],
-                    "test_accuracy": (probs[0].argmax(1) == y).float().mean().item(),
-                    "test_accuracy_tta": (probs.mean(0).argmax(1) == y).float().mean().item(),
-                    "train_seconds": round(seconds, 1),
-                    "cache_seconds_all_views": round(cache_seconds, 1),
-                }
+                budget_row(
+                    name,
+                    epochs,
+                    seed,
+                    result.history,
+                    result.best_epoch,
+                    probs,
+                    splits["test"].labels,
+                    result.train_seconds,
+                )
             )
             print(rows[-1], flush=True)
     return rows
+
+
+def budget_row(name, epochs, seed, history, best_epoch, probs, y, seconds) -> dict:
+    """One CSV row: validation at the kept epoch, single-view and TTA test accuracy (probs: [V, N, C])."""
+    return {
+        "model": name,
+        "epochs": epochs,
+        "seed": seed,
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "val_accuracy": history[best_epoch - 1]["val_accuracy"],
+        "val_loss": history[best_epoch - 1]["val_loss"],
+        "test_accuracy": (probs[0].argmax(1) == y).float().mean().item(),
+        "test_accuracy_tta": (probs.mean(0).argmax(1) == y).float().mean().item(),
+        "train_seconds": round(seconds, 1),
+    }
 
 
 def main() -> None:
@@ -133,8 +180,13 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
     for name in args.models.split(","):
+        spec = check_model_name(name)
         before = reference_latency_ms(args.threads)
-        part = train_budgets(name, splits, n_classes, budgets, seeds)
+        if spec.pretrained:
+            part = train_budgets(name, splits, n_classes, budgets, seeds)
+        else:
+            own = load_splits(args.data_dir, 0, spec.input_size)[0]
+            part = train_scratch_budgets(name, own, n_classes, budgets, seeds)
         after = reference_latency_ms(args.threads)
         rows += [{**r, "reference_ms_before": before, "reference_ms_after": after} for r in part]
     table = pd.DataFrame(rows)
@@ -143,6 +195,12 @@ def main() -> None:
     table["threads"] = args.threads
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"epoch_budget-{slug(machine)}.csv"
+    if path.exists():  # rows of budgets and seeds not run now stay (each row carries its reference latency)
+        old = pd.read_csv(path)
+        keys = ["model", "epochs", "seed"]
+        kept = old.merge(table[keys], on=keys, how="left", indicator=True)["_merge"] == "left_only"
+        table = pd.concat([old[kept.to_numpy()], table], ignore_index=True)
+    table = table.sort_values(["model", "epochs", "seed"], ascending=[False, True, True])
     table.to_csv(path, index=False)
     summary = table.groupby(["model", "epochs"])[
         ["val_accuracy", "test_accuracy", "test_accuracy_tta", "train_seconds"]

@@ -44,13 +44,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "mobilenet_v2"
 
 
-def load_splits(data_dir: str, seed: int) -> tuple[dict[str, SplitData], int]:
+def load_splits(data_dir: str, seed: int, size: int | None = None) -> tuple[dict[str, SplitData], int]:
+    """The pipeline's default split of UC Merced, decoded at ``size`` px (default: MobileNetV2's)."""
     dataset = load_dataset("ucmerced", data_dir)
     summary, _ = scan_dataset(dataset)
     rows = make_splits(
         dataset, "70/30", seed, exclude=set(summary["corrupt"]), groups=summary["duplicate_groups"]
     )
-    size = check_model_name(MODEL).input_size
+    size = size or check_model_name(MODEL).input_size
     out = {}
     for split in ("train", "val", "test"):
         part = split_rows(rows, split)

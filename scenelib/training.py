@@ -287,20 +287,10 @@ def train_model(
             (cfg.epochs, len(train.labels)),
             generator=torch.Generator().manual_seed(cfg.seed),
         )
-        cache = {
-            "train": extract_views(
-                runner,
-                train.images,
-                mean,
-                std,
-                train_views,
-                batch,
-                desc="cache train",
-                needed=needed_pairs(drawn, len(train_views)),
-            ),
-            "val": extract_views(runner, val.images, mean, std, train_views[:1], batch, desc="cache val"),
-            "test": extract_views(runner, test.images, mean, std, test_views, batch, desc="cache test"),
-        }
+        splits = {"train": train, "val": val, "test": test}
+        cache = feature_cache(
+            runner, splits, mean, std, train_views, test_views, batch, needed_pairs(drawn, len(train_views))
+        )
         cache_seconds = time.perf_counter() - start
         probe = None
         if cfg.linear_probe:  # before fine-tuning touches the suffix: its pretrained weights
@@ -398,6 +388,30 @@ def training_layout(cut: int, n_blocks: int, device: torch.device) -> torch.memo
     if device.type == "cpu" and features["avx2"] and not features["avx512f"]:
         return torch.channels_last
     return torch.contiguous_format
+
+
+def feature_cache(
+    runner: Callable[[np.ndarray], np.ndarray],
+    splits: dict[str, SplitData],
+    mean,
+    std,
+    train_views: list[View],
+    test_views: list[View],
+    batch: int = BULK_BATCH,
+    needed: list[torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The frozen prefix's outputs per split, [V, N, ...] fp16: training images in every view of
+    ``train_views`` (only the ``needed`` pairs, if given: ``needed_pairs``), validation in the plain view,
+    test in every ``test_views`` view (TTA)."""
+    return {
+        "train": extract_views(
+            runner, splits["train"].images, mean, std, train_views, batch, desc="cache train", needed=needed
+        ),
+        "val": extract_views(
+            runner, splits["val"].images, mean, std, train_views[:1], batch, desc="cache val"
+        ),
+        "test": extract_views(runner, splits["test"].images, mean, std, test_views, batch, desc="cache test"),
+    }
 
 
 def needed_pairs(drawn: torch.Tensor, n_views: int) -> list[torch.Tensor]:
