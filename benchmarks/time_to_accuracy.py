@@ -205,7 +205,7 @@ def main() -> None:
     table.to_csv(args.output / f"{name}.csv", index=False, float_format="%.4f")
     plot(
         table,
-        f"MobileNetV2 on UC Merced, {args.threads} threads\n{machine['cpu']}",
+        f"MobileNetV2 on UC Merced, {args.threads} threads\n{machine['cpu']}: {machine['summary']}",
         args.output / f"{name}.png",
     )
     print(f"wrote {args.output / name}.csv and .png")
