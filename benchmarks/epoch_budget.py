@@ -16,6 +16,7 @@ seeds it runs and keeps the others; every row carries the reference latency meas
 
     python benchmarks/epoch_budget.py --data-dir ../shared/data --epochs 8,12 --seeds 0,1,2
     python benchmarks/epoch_budget.py --data-dir ../shared/data --models simple_cnn --epochs 8,12
+    python benchmarks/epoch_budget.py --data-dir ../shared/data --models mobilenet_v2 --epochs 8 --trainable-blocks 4
 """
 
 from __future__ import annotations
@@ -46,14 +47,21 @@ from scenelib.weights import load_pretrained
 
 
 def train_budgets(
-    name: str, splits: dict, n_classes: int, budgets: list[int], seeds: list[int]
+    name: str,
+    splits: dict,
+    n_classes: int,
+    budgets: list[int],
+    seeds: list[int],
+    trainable_blocks: int | None = None,
 ) -> list[dict]:
+    """The partial recipe of a pretrained model at every budget and seed, from one cache of every view;
+    ``trainable_blocks`` None: the registry's default."""
     spec = check_model_name(name)
     arch, info = load_pretrained(spec, "auto")
     size = splits["train"].images.shape[-1]
     tv = views("aerial", size, 0)
     base = to_scene_classifier(spec, arch, n_classes, HeadConfig())  # the prefix for the cache only
-    cut = cut_point(base, spec, TrainConfig())
+    cut = cut_point(base, spec, TrainConfig(trainable_blocks=trainable_blocks))
     runner, _ = make_runner(frozen_prefix(base.eval(), cut), size)
     start = time.perf_counter()
     cache = feature_cache(runner, splits, info.mean, info.std, tv, tv)  # every training view: any budget
@@ -62,7 +70,7 @@ def train_budgets(
     rows = []
     for epochs in budgets:
         for seed in seeds:
-            cfg = TrainConfig(epochs=epochs, seed=seed)
+            cfg = TrainConfig(epochs=epochs, seed=seed, trainable_blocks=trainable_blocks)
             seed_everything(seed)  # as the training stage: building the architecture, then the new head
             model = to_scene_classifier(spec, load_pretrained(spec, "auto")[0], n_classes, cfg.head)
             for p in model.blocks[:cut].parameters():
@@ -102,6 +110,7 @@ def train_budgets(
                     ]
                 )
             rows.append(budget_row(name, epochs, seed, history, best_epoch, probs, labels["test"], seconds))
+            rows[-1]["trainable_blocks"] = len(model.blocks) - cut
             rows[-1]["cache_seconds_all_views"] = round(cache_seconds, 1)
             print(rows[-1], flush=True)
     return rows
@@ -145,6 +154,7 @@ def train_scratch_budgets(
                     result.train_seconds,
                 )
             )
+            rows[-1]["trainable_blocks"] = len(model.blocks) - result.cut
             print(rows[-1], flush=True)
     return rows
 
@@ -172,6 +182,12 @@ def main() -> None:
     ap.add_argument("--epochs", default="8,12", help="comma-separated epoch budgets")
     ap.add_argument("--seeds", default="0,1,2", help="training seeds (the split is seed 0's)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--trainable-blocks",
+        type=int,
+        default=None,
+        help="pretrained models: blocks trained (default: the registry's)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     machine = machine_record(args.threads)
@@ -183,7 +199,7 @@ def main() -> None:
         spec = check_model_name(name)
         before = reference_latency_ms(args.threads)
         if spec.pretrained:
-            part = train_budgets(name, splits, n_classes, budgets, seeds)
+            part = train_budgets(name, splits, n_classes, budgets, seeds, args.trainable_blocks)
         else:
             own = load_splits(args.data_dir, 0, spec.input_size)[0]
             part = train_scratch_budgets(name, own, n_classes, budgets, seeds)
@@ -197,13 +213,19 @@ def main() -> None:
     path = RESULTS / f"epoch_budget-{slug(machine)}.csv"
     if path.exists():  # rows of budgets and seeds not run now stay (each row carries its reference latency)
         old = pd.read_csv(path)
-        keys = ["model", "epochs", "seed"]
+        if "trainable_blocks" not in old:  # files written before the option: the registry's defaults
+            old["trainable_blocks"] = [check_model_name(m).trainable_blocks for m in old["model"]]
+        keys = ["model", "trainable_blocks", "epochs", "seed"]
         kept = old.merge(table[keys], on=keys, how="left", indicator=True)["_merge"] == "left_only"
         table = pd.concat([old[kept.to_numpy()], table], ignore_index=True)
-    table = table.sort_values(["model", "epochs", "seed"], ascending=[False, True, True])
+    table = table.sort_values(
+        ["model", "trainable_blocks", "epochs", "seed"], ascending=[False, True, True, True]
+    )
+    first = ["model", "trainable_blocks"]
+    table = table[first + [c for c in table.columns if c not in first]]
     table.to_csv(path, index=False)
-    summary = table.groupby(["model", "epochs"])[
-        ["val_accuracy", "test_accuracy", "test_accuracy_tta", "train_seconds"]
+    summary = table.groupby(["model", "trainable_blocks", "epochs"])[
+        ["val_accuracy", "val_loss", "test_accuracy", "test_accuracy_tta", "train_seconds"]
     ]
     print(summary.agg(["mean", "std"]).round(4).to_string())
     print(f"wrote {path}")
