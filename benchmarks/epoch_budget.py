@@ -26,7 +26,7 @@ import time
 
 import pandas as pd
 import torch
-from time_to_accuracy import RESULTS, load_splits, slug
+from time_to_accuracy import RESULTS, load_splits, slug, train_like_pipeline
 
 from scenelib.features import make_runner
 from scenelib.hardware import machine_record, reference_latency_ms
@@ -38,7 +38,6 @@ from scenelib.training import (
     fit,
     frozen_prefix,
     seed_everything,
-    train_model,
     trainable_part,
     training_layout,
 )
@@ -122,25 +121,11 @@ def train_scratch_budgets(
     """A model without pretrained weights (simple_cnn, the no-transfer baseline): trained whole from random
     initialisation by ``training.train_model``, as the pipeline's ``scratch`` strategy, at its own input
     size. There is no cache: the budget sets the training time alone."""
-    spec = check_model_name(name)
     rows = []
     for epochs in budgets:
         for seed in seeds:
             cfg = TrainConfig(strategy="scratch", epochs=epochs, seed=seed)
-            seed_everything(seed)  # as the training stage: the random initialisation
-            arch, info = load_pretrained(spec, "none")
-            model = to_scene_classifier(spec, arch, n_classes, cfg.head)
-            result = train_model(
-                model,
-                spec,
-                info.mean,
-                info.std,
-                splits["train"],
-                splits["val"],
-                splits["test"],
-                n_classes,
-                cfg,
-            )
+            result = train_like_pipeline(name, splits, n_classes, cfg)
             probs = torch.from_numpy(result.test_probs)
             rows.append(
                 budget_row(
@@ -154,7 +139,7 @@ def train_scratch_budgets(
                     result.train_seconds,
                 )
             )
-            rows[-1]["trainable_blocks"] = len(model.blocks) - result.cut
+            rows[-1]["trainable_blocks"] = len(result.model.blocks) - result.cut
             print(rows[-1], flush=True)
     return rows
 

@@ -36,7 +36,14 @@ from scenelib.hardware import machine_record, reference_latency_ms
 from scenelib.integrity import scan_dataset
 from scenelib.models import HeadConfig, check_model_name, to_scene_classifier
 from scenelib.splits import make_splits, split_rows
-from scenelib.training import DEFAULT_EPOCHS, SplitData, TrainConfig, seed_everything, train_model
+from scenelib.training import (
+    DEFAULT_EPOCHS,
+    SplitData,
+    TrainConfig,
+    TrainResult,
+    seed_everything,
+    train_model,
+)
 from scenelib.transforms import decode_images, normalize
 from scenelib.weights import load_pretrained
 
@@ -111,13 +118,16 @@ def seed_recipe(splits: dict[str, SplitData], n_classes: int, epochs: int, seed:
     return rows
 
 
-def default_recipe(splits: dict[str, SplitData], n_classes: int, seed: int) -> list[dict]:
-    spec = check_model_name(MODEL)
-    cfg = TrainConfig(strategy=spec.default_strategy, epochs=DEFAULT_EPOCHS[spec.default_strategy], seed=seed)
-    seed_everything(seed)
-    arch, info = load_pretrained(spec, "auto")
+def train_like_pipeline(
+    name: str, splits: dict[str, SplitData], n_classes: int, cfg: TrainConfig, test_each_epoch: bool = False
+) -> TrainResult:
+    """``training.train_model`` on a model built as the training stage builds it: seeded, then the
+    architecture with its weights (none for ``scratch``), then the new head."""
+    spec = check_model_name(name)
+    seed_everything(cfg.seed)
+    arch, info = load_pretrained(spec, "none" if cfg.strategy == "scratch" else "auto")
     model = to_scene_classifier(spec, arch, n_classes, cfg.head)
-    result = train_model(
+    return train_model(
         model,
         spec,
         info.mean,
@@ -127,8 +137,14 @@ def default_recipe(splits: dict[str, SplitData], n_classes: int, seed: int) -> l
         splits["test"],
         n_classes,
         cfg,
-        test_each_epoch=True,
+        test_each_epoch=test_each_epoch,
     )
+
+
+def default_recipe(splits: dict[str, SplitData], n_classes: int, seed: int) -> list[dict]:
+    spec = check_model_name(MODEL)
+    cfg = TrainConfig(strategy=spec.default_strategy, epochs=DEFAULT_EPOCHS[spec.default_strategy], seed=seed)
+    result = train_like_pipeline(MODEL, splits, n_classes, cfg, test_each_epoch=True)
     rows, spent = [], result.cache_seconds
     for h in result.history:
         spent += h["seconds"]
