@@ -108,8 +108,19 @@ def train_budgets(
                         for v in range(len(tv))
                     ]
                 )
-            rows.append(budget_row(name, epochs, seed, history, best_epoch, probs, labels["test"], seconds))
-            rows[-1]["trainable_blocks"] = len(model.blocks) - cut
+            rows.append(
+                budget_row(
+                    name,
+                    len(model.blocks) - cut,
+                    epochs,
+                    seed,
+                    history,
+                    best_epoch,
+                    probs,
+                    labels["test"],
+                    seconds,
+                )
+            )
             rows[-1]["cache_seconds_all_views"] = round(cache_seconds, 1)
             print(rows[-1], flush=True)
     return rows
@@ -130,6 +141,7 @@ def train_scratch_budgets(
             rows.append(
                 budget_row(
                     name,
+                    len(result.model.blocks) - result.cut,
                     epochs,
                     seed,
                     result.history,
@@ -139,15 +151,15 @@ def train_scratch_budgets(
                     result.train_seconds,
                 )
             )
-            rows[-1]["trainable_blocks"] = len(result.model.blocks) - result.cut
             print(rows[-1], flush=True)
     return rows
 
 
-def budget_row(name, epochs, seed, history, best_epoch, probs, y, seconds) -> dict:
+def budget_row(name, trainable_blocks, epochs, seed, history, best_epoch, probs, y, seconds) -> dict:
     """One CSV row: validation at the kept epoch, single-view and TTA test accuracy (probs: [V, N, C])."""
     return {
         "model": name,
+        "trainable_blocks": trainable_blocks,
         "epochs": epochs,
         "seed": seed,
         "epochs_run": len(history),
