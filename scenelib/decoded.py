@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .deploy.preprocess import PREPROCESS_VERSION
 from .integrity import cache_dir
 from .rundir import atomic_writer
 from .splits import ManifestRow, split_rows
@@ -41,10 +42,16 @@ def _digest(lines) -> str:
 
 
 def cache_file(paths: Sequence[str], size: int) -> Path:
-    """Where the array of ``paths`` (in this order) at ``size`` px lives: named by the paths, the size and
-    the files' sizes and modification times, so that an edited image gets a new file."""
+    """Where the array of ``paths`` (in this order) at ``size`` px lives: named by the paths, the size, the
+    files' sizes and modification times and the preprocessing's version, so that an edited image or a changed
+    decoding gets a new file."""
     files = _digest(paths)
-    stats = _digest(f"{st.st_size}|{st.st_mtime_ns}" for st in map(os.stat, paths))
+    stats = _digest(
+        [
+            f"preprocess {PREPROCESS_VERSION}",
+            *(f"{st.st_size}|{st.st_mtime_ns}" for st in map(os.stat, paths)),
+        ]
+    )
     return cache_dir() / "decoded" / f"{files}-{size}px-{stats}.npy"
 
 

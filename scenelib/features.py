@@ -159,8 +159,10 @@ def extract_views(
     batch_size: int = BULK_BATCH,
     desc: str = "features",
     needed: Sequence[torch.Tensor] | None = None,
+    dtype: torch.dtype = torch.float16,
 ) -> torch.Tensor:
-    """Run ``runner`` over every view of every image -> fp16 tensor [V, N, ...]. With ``needed`` (per view,
+    """Run ``runner`` over every view of every image -> ``dtype`` tensor [V, N, ...] (fp16 for feature caches,
+    fp32 for predictions that are compared across runtimes). With ``needed`` (per view,
     the indices of the images wanted in it) only those entries are computed; the others are NaN, so reading
     one by mistake shows up as a NaN loss rather than as silently wrong features."""
     out: torch.Tensor | None = None
@@ -171,10 +173,10 @@ def extract_views(
             for start in range(0, len(wanted[v]), batch_size):
                 idx = wanted[v][start : start + batch_size]
                 batch = normalize(view(images[idx]), mean, std).contiguous()
-                feats = torch.from_numpy(runner(batch.numpy())).to(torch.float16)
+                feats = torch.from_numpy(runner(batch.numpy())).to(dtype)
                 if out is None:
                     shape = (len(views), len(images), *feats.shape[1:])
-                    out = torch.empty(shape, dtype=torch.float16)
+                    out = torch.empty(shape, dtype=dtype)
                     if needed is not None:
                         out.fill_(math.nan)
                 out[v, idx] = feats

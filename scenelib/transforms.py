@@ -1,7 +1,9 @@
 """Decoding, resizing, normalisation and augmentation.
 
 Images are decoded and resized once into a uint8 tensor (``decode_images``); every later step (augmentation,
-feature caching, evaluation, benchmarking) works on that tensor, so decoding is never the bottleneck.
+feature caching, evaluation, benchmarking) works on that tensor, so decoding is never the bottleneck. Decoding
+itself (EXIF orientation, RGB, centre crop, bilinear resize) is ``deploy/preprocess.py``, the code path the
+deployment bundles carry.
 
 Augmentation presets:
 
@@ -20,10 +22,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torchvision.transforms import v2
+
+from .deploy.preprocess import HIGH_BIT_MODES, load_square, to_rgb  # noqa: F401 (re-exported)
 
 AUGMENTATIONS = ("none", "light", "seed", "aerial")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -36,36 +38,6 @@ View = Callable[[torch.Tensor], torch.Tensor]
 def check_augmentation(name: str) -> None:
     if name not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {name!r}; valid: {', '.join(AUGMENTATIONS)}")
-
-
-HIGH_BIT_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB with 8 bits per channel. 16-bit and 32-bit grey images (common in remote sensing) are scaled by
-    their bit depth (32-bit integer and float ones by their own maximum), not clipped to white as Pillow's
-    plain ``convert`` does."""
-    if img.mode in HIGH_BIT_MODES or img.mode in ("I", "F"):
-        arr = np.asarray(img, dtype=np.float32)
-        top = HIGH_BIT_MODES.get(img.mode) or max(float(arr.max()), 1.0)
-        if img.mode in ("I", "F") and top <= 255.0:
-            top = 255.0
-        grey = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, mode="L").convert("RGB")
-    return img.convert("RGB")
-
-
-def load_square(path: str | Path, size: int) -> np.ndarray:
-    """Decode to RGB, centre-crop to a square, resize to ``size`` (HWC uint8)."""
-    with Image.open(path) as img:
-        rgb = to_rgb(img)
-    w, h = rgb.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    rgb = rgb.crop((left, top, left + side, top + side))
-    if side != size:
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    return np.array(rgb)  # a writable copy, so torch.from_numpy can share it
 
 
 def decode_images(paths: Sequence[str | Path], size: int, workers: int = 2) -> torch.Tensor:

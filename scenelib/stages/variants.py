@@ -62,10 +62,10 @@ def calibration_batch(run: RunDir, n: int, size: int, mean, std, seed: int = 0) 
 def predict(
     runner: Runner, images: torch.Tensor, mean, std, test_views, batch_size: int = BULK_BATCH
 ) -> np.ndarray:
-    """Softmax of every view: [V, N, C]."""
+    """Softmax of every view: [V, N, C], from fp32 logits (a deployment bundle reproduces them to 1e-6)."""
     logits = extract_views(
-        runner, images, mean, std, test_views, batch_size=batch_size, desc="evaluate"
-    ).float()
+        runner, images, mean, std, test_views, batch_size=batch_size, desc="evaluate", dtype=torch.float32
+    )
     return logits.softmax(-1).numpy()
 
 
