@@ -348,12 +348,14 @@ def build_classifier(name: str, n_classes: int, head: HeadConfig | None = None) 
 def save_checkpoint(
     path, model: SceneClassifier, name: str, classes: list[str], head: HeadConfig, input_size: int, mean, std
 ) -> None:
-    """Weights plus what is needed to rebuild the model (plain types only, so it loads with weights_only)."""
+    """Weights plus what is needed to rebuild the model (plain types only, so it loads with weights_only);
+    written to a temp file renamed over ``path``, so a full disk or a kill never leaves half a checkpoint."""
     from dataclasses import asdict
     from pathlib import Path
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
+    from .atomic import torch_save
+
+    torch_save(
         {
             "model": name,
             "classes": list(classes),
@@ -363,7 +365,7 @@ def save_checkpoint(
             "std": list(std),
             "state_dict": model.state_dict(),
         },
-        path,
+        Path(path),
     )
 
 

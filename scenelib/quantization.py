@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import atomic_writer, write_bytes
 from .features import freeze_same_padding, onnx_bytes, ort_session
 from .recipes import OrtRecipe, TorchRecipe
 
@@ -37,8 +38,7 @@ def export_onnx(model: nn.Module, size: int, path: Path, check_inputs: np.ndarra
     """Export with a dynamic batch axis, check the graph, compare with PyTorch; returns max |diff|."""
     import onnx
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(onnx_bytes(model, size))
+    write_bytes(path, onnx_bytes(model, size))  # temp file and rename: never half a model.onnx
     onnx.checker.check_model(str(path))
     session = ort_session(str(path), threads)
     with torch.inference_mode():
@@ -177,8 +177,8 @@ def save_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> Non
     ``torch.jit.load`` (no Python class definitions needed)."""
     with torch.inference_mode():
         scripted = torch.jit.freeze(torch.jit.trace(model, example).eval())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(scripted, str(path))
+    with atomic_writer(path, "wb") as fh:
+        torch.jit.save(scripted, fh)
 
 
 def quantized_layers(model: nn.Module) -> dict[str, int]:

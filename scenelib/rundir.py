@@ -13,11 +13,12 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from .atomic import DamagedFileError, atomic_writer, read_json, write_json  # noqa: F401 (importable from here)
 
 VARIANTS = ("fp32", "int8-torch", "onnx-fp32", "onnx-int8")
 # Each variant's own fp32 source: INT8 effects are measured against the same runtime's fp32.
@@ -77,39 +78,6 @@ def params_hash(params: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-@contextlib.contextmanager
-def atomic_writer(path: Path, mode: str = "w", **kwargs):
-    """Open a uniquely named temp file beside ``path`` and rename it over ``path`` on success.
-
-    A killed or failing writer (disk full, read-only folder) leaves neither a half file nor a temp file, and
-    two writers of the same file never share a temp name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result has the usual permissions
-        with os.fdopen(fd, mode, **kwargs) as fh:
-            yield fh
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def remove_leftovers(root: Path) -> list[Path]:
     """Temp files of writers killed mid-write (``.<name>.<random>.tmp``) and stale progress files, in a run
     directory scenelib created; called when a run is resumed. Returns what was removed."""
@@ -123,27 +91,6 @@ def remove_leftovers(root: Path) -> list[Path]:
     for p in gone:
         p.unlink(missing_ok=True)
     return gone
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
-def write_json(path: Path, data: Any) -> Path:
-    """Write JSON atomically, so a killed run leaves no half file."""
-    text = json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n"
-    with atomic_writer(Path(path)) as fh:
-        fh.write(text)
-    return path
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
 
 
 RUN_DIR_ENV = "SCENELIB_RUN_DIR"
