@@ -98,5 +98,5 @@ for name, r in record["models"].items():
     )
     display(plots.reliability_diagram(mt["reliability"], mt["ece"], title=f"{name}: reliability"))
     if mt["most_confused"]:
-        display(pd.DataFrame(mt["most_confused"]).style.hide(axis="index"))
+        display(pd.DataFrame(mt["most_confused"]).style.format(escape="html").hide(axis="index"))
     display(plots.misclassified_gallery(misclassified(pred, use_tta=view == "tta")))

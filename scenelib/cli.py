@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,6 +221,41 @@ def _check_input_size(size: int, models: list[str]) -> None:
         )
 
 
+def _threads(requested: int | None) -> int:
+    """``--threads``, at most one per core: more only make every thread wait for a core, and the latencies
+    timed so would measure the waiting. Capped with a warning."""
+    cores = os.cpu_count() or 1
+    if requested and requested > cores:
+        print(
+            f"warning: --threads {requested} is more than this machine's {cores} cores; using {cores}",
+            file=sys.stderr,
+        )
+        return cores
+    return requested or cores
+
+
+def _check_paths(data_dir: Path, output: Path) -> None:
+    """A data folder that is a file, an output below a file, or an output and a data folder nested in
+    each other (a run inside the data would become a class of the next run): refused before anything is
+    written."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UsageError(f"--data-dir {data_dir} is a file, not a folder: give the folder that holds the images")
+    for parent in output.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"--output {output}: {parent} is a file, not a folder; choose another path")
+            break
+    out = output.resolve()
+    if out == data_dir or data_dir in out.parents:
+        raise UsageError(
+            f"--output {output} is inside the data folder {data_dir}: choose an --output outside it"
+        )
+    if out in data_dir.parents:
+        raise UsageError(
+            f"--output {output} holds the data folder {data_dir}: choose an --output that does not contain it"
+        )
+
+
 def parse_config(argv: list[str]) -> RunConfig:
     """Validate everything before anything is written."""
     from datetime import datetime
@@ -237,17 +273,19 @@ def parse_config(argv: list[str]) -> RunConfig:
         if args.output
         else REPO / "reports" / args.dataset / datetime.now().strftime("%Y%m%d-%H%M%S")
     )
+    data_dir = resolve_data_dir(args.data_dir).resolve()
+    _check_paths(data_dir, output.absolute())
     weights = args.weights
     if weights not in WEIGHT_MODES:
         weights = str(Path(weights).expanduser().resolve())
     return RunConfig(
         dataset=args.dataset,
-        data_dir=str(resolve_data_dir(args.data_dir).resolve()),
+        data_dir=str(data_dir),
         models=models,
         explicit_models=explicit,
         epochs=args.epochs or (QUICK_EPOCHS if args.quick else 0),  # 0: each strategy's default
         seed=args.seed,
-        threads=args.threads or os.cpu_count() or 1,
+        threads=_threads(args.threads),
         quick=args.quick,
         split=args.split or "",
         repeats=args.repeats,

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .datasets import SceneDataset
 from .rundir import read_json, write_json
@@ -57,8 +57,9 @@ def inspect_image(path: Path, label: int) -> ImageRecord:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                mode, (width, height) = img.mode, img.size
-                rgb_img = to_rgb(img)
+                mode = img.mode
+                rgb_img = to_rgb(ImageOps.exif_transpose(img))  # upright, as every stage reads it
+                width, height = rgb_img.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return ImageRecord(str(path), label, ok=False, error=f"oversized: {exc}")
     except Exception as exc:  # Pillow raises many types for broken files
@@ -85,15 +86,30 @@ def _fingerprint(dataset: SceneDataset) -> str:
     h = hashlib.sha256()
     for s in dataset.samples:
         st = s.path.stat()
-        h.update(f"{s.path}|{s.label}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        h.update(os.fsencode(s.path) + f"|{s.label}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:20]
+
+
+def data_fingerprint(dataset: SceneDataset) -> str:
+    """A short hash of every image's path, label, size and modification time: it changes when a file is
+    added, removed, replaced or edited (what a stage reading the images must be redone for)."""
+    return _fingerprint(dataset)
+
+
+def _cached(cache: Path) -> list[ImageRecord] | None:
+    """The cached scan, or None (with a warning) when the cache file does not load: it is then rebuilt."""
+    try:
+        return [ImageRecord(**r) for r in read_json(cache)]
+    except (ValueError, TypeError) as exc:
+        warnings.warn(f"integrity cache {cache} does not load ({exc}); scanning the images again", stacklevel=3)
+        return None
 
 
 def scan_records(dataset: SceneDataset, workers: int = 2, use_cache: bool = True) -> list[ImageRecord]:
     """Inspect every image of the dataset (Pillow releases the GIL while decoding, so threads help)."""
     cache = cache_dir() / "integrity" / f"{dataset.name}-{_fingerprint(dataset)}.json"
-    if use_cache and cache.exists():
-        return [ImageRecord(**r) for r in read_json(cache)]
+    if use_cache and cache.exists() and (records := _cached(cache)) is not None:
+        return records
     with ThreadPoolExecutor(max_workers=workers) as pool:
         records = list(pool.map(lambda s: inspect_image(s.path, s.label), dataset.samples))
     if use_cache:

@@ -105,10 +105,11 @@ def _marker(variant: str, variants: list[str]) -> str:
 
 
 def _thumbnail(path: str | Path, size: int) -> np.ndarray:
-    """RGB, centre-cropped to a square so nothing is distorted; a grey tile if the file cannot be read."""
+    """RGB, upright (EXIF orientation), centre-cropped to a square so nothing is distorted; a grey tile if
+    the file cannot be read."""
     try:
         with Image.open(path) as image:
-            return np.asarray(ImageOps.fit(image.convert("RGB"), (size, size)))
+            return np.asarray(ImageOps.fit(ImageOps.exif_transpose(image).convert("RGB"), (size, size)))
     except OSError:
         return np.full((size, size, 3), 200, dtype=np.uint8)
 

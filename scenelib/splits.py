@@ -43,26 +43,38 @@ def check_split_preset(preset: str, dataset: SceneDataset | None = None) -> None
 MIN_PER_CLASS = 3  # one image each for train, validation and test
 
 
-def check_split_feasible(dataset: SceneDataset, preset: str, max_per_class: int | None = None) -> None:
+def check_split_feasible(
+    dataset: SceneDataset,
+    preset: str,
+    max_per_class: int | None = None,
+    unreadable: set[str] | frozenset[str] = frozenset(),
+) -> None:
     """Refuse, before anything is written, a dataset the split cannot serve: fewer than two classes, or a
-    class with too few images for train, validation and test. The message names the classes."""
+    class with too few images for train, validation and test. The message names the classes. Files in
+    ``unreadable`` (the integrity scan's corrupt ones) are not counted."""
     check_split_preset(preset, dataset)
     if len(dataset.classes) < 2:
         raise ValueError(
             f"{dataset.name}: found {len(dataset.classes)} class folder(s) under {dataset.root}; a classifier "
             "needs at least two (one sub-folder of images per class)"
         )
-    counts = [0] * len(dataset.classes)
+    counts, lost = [0] * len(dataset.classes), [0] * len(dataset.classes)
     for s in dataset.samples:
-        if preset != "official" or s.official_split == "train":
+        if str(s.path) in unreadable:
+            lost[s.label] += 1
+        elif preset != "official" or s.official_split == "train":
             counts[s.label] += 1
     need = 2 if preset == "official" else MIN_PER_CLASS
     if max_per_class:
         counts = [min(c, max_per_class) for c in counts]
-    small = [f"{dataset.classes[i]} ({c})" for i, c in enumerate(counts) if c < need]
+    small = [
+        f"{dataset.classes[i]} ({c}" + (f" readable, {lost[i]} unreadable)" if lost[i] else ")")
+        for i, c in enumerate(counts)
+        if c < need
+    ]
     if small:
         raise ValueError(
-            f"{dataset.name}: split {preset} needs at least {need} images in every class "
+            f"{dataset.name}: split {preset} needs at least {need} readable images in every class "
             f"{'(train part) ' if preset == 'official' else ''}for train, validation and test; too few in: "
             f"{', '.join(small)}. Add images or remove those class folders"
         )
@@ -167,11 +179,53 @@ def write_manifest(rows: list[ManifestRow], path: Path) -> Path:
     return path
 
 
+class ManifestError(ValueError):
+    """``splits.csv`` exists but is not a manifest this version wrote; the message names the fix."""
+
+
+def _manifest_row(r: dict, line: int, path: Path) -> ManifestRow:
+    def bad(why: str) -> ManifestError:
+        return _damaged(path, f"line {line}: {why}")
+
+    if None in r or any(r.get(k) is None for k in ("path", "label", "class", "split")):
+        raise bad("wrong number of columns")
+    try:
+        label = int(r["label"])
+    except ValueError:
+        raise bad(f"label {r['label']!r} is not a number") from None
+    if label < 0 or r["split"] not in SPLIT_NAMES or not r["path"] or not r["class"]:
+        raise bad("unexpected label, split, path or class")
+    return ManifestRow(r["path"], label, r["class"], r["split"])
+
+
 def read_manifest(path: Path) -> list[ManifestRow]:
-    if not Path(path).exists():
+    """The manifest, checked: every row complete, labels 0..n-1 each with one class name, train and test
+    present. A damaged file raises ``ManifestError`` naming it and the fix."""
+    path = Path(path)
+    if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the data-exploration stage (01_explore_data) first")
-    with Path(path).open(newline="") as fh:
-        return [ManifestRow(r["path"], int(r["label"]), r["class"], r["split"]) for r in csv.DictReader(fh)]
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames != ["path", "label", "class", "split"]:
+                raise _damaged(path, f"header {reader.fieldnames}")
+            rows = [_manifest_row(r, i, path) for i, r in enumerate(reader, start=2)]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise _damaged(path, str(exc)) from None
+    names = {}
+    for r in rows:
+        if names.setdefault(r.label, r.class_name) != r.class_name:
+            raise _damaged(path, f"label {r.label} names two classes")
+    if sorted(names) != list(range(len(names))) or not {"train", "test"} <= {r.split for r in rows}:
+        raise _damaged(path, "labels or splits missing")
+    return rows
+
+
+def _damaged(path: Path, why: str) -> ManifestError:
+    return ManifestError(
+        f"{path} is damaged ({why}): rerun stage 01 with --resume, which rebuilds it, "
+        "or start the run over with --force"
+    )
 
 
 def class_names(rows: list[ManifestRow]) -> list[str]:

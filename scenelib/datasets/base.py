@@ -26,6 +26,19 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+def _utf8(path: Path) -> bool:
+    """False for a name the file system holds as bytes that are not UTF-8 (no CSV or JSON can keep it)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(path: Path) -> str:
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
 def scan_class_folders(
     root: Path, official_split: str | None = None, skipped: list[str] | None = None
 ) -> tuple[list[str], list[Sample]]:
@@ -43,6 +56,9 @@ def scan_class_folders(
         if p.is_symlink():
             skipped.append(f"{p}: a link to a folder ({os.readlink(p)}), not followed")
             continue
+        if not _utf8(p):
+            skipped.append(f"{_printable(p)}: a folder name that is not UTF-8, left out (rename it)")
+            continue
         classes.append(p.name)
     seen: set[Path] = set()
     samples = []
@@ -55,6 +71,9 @@ def scan_class_folders(
             for f in sorted(files):
                 path = Path(folder) / f
                 if not is_image_file(path):
+                    continue
+                if not _utf8(path):
+                    skipped.append(f"{_printable(path)}: a file name that is not UTF-8, left out (rename it)")
                     continue
                 real = path.resolve()
                 if real in seen:

@@ -11,7 +11,14 @@ from .. import journal
 from ..datasets import SceneDataset, load_dataset
 from ..integrity import ImageRecord, scan_dataset
 from ..rundir import RunDir, write_json
-from ..splits import ManifestRow, make_splits, split_counts, twins_across, write_manifest
+from ..splits import (
+    ManifestRow,
+    check_split_feasible,
+    make_splits,
+    split_counts,
+    twins_across,
+    write_manifest,
+)
 
 
 @dataclass
@@ -56,6 +63,7 @@ def explore(
     """Scan every image (always the whole dataset), split the readable ones, write the two files."""
     dataset = load_dataset(dataset_name, data_dir)
     summary, records = scan_dataset(dataset)
+    check_split_feasible(dataset, split, max_per_class or None, unreadable=set(summary["corrupt"]))
     manifest = make_splits(
         dataset,
         split,
