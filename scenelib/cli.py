@@ -239,7 +239,9 @@ def _check_paths(data_dir: Path, output: Path) -> None:
     each other (a run inside the data would become a class of the next run): refused before anything is
     written."""
     if data_dir.exists() and not data_dir.is_dir():
-        raise UsageError(f"--data-dir {data_dir} is a file, not a folder: give the folder that holds the images")
+        raise UsageError(
+            f"--data-dir {data_dir} is a file, not a folder: give the folder that holds the images"
+        )
     for parent in output.parents:
         if parent.exists():
             if not parent.is_dir():

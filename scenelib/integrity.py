@@ -101,7 +101,9 @@ def _cached(cache: Path) -> list[ImageRecord] | None:
     try:
         return [ImageRecord(**r) for r in read_json(cache)]
     except (ValueError, TypeError) as exc:
-        warnings.warn(f"integrity cache {cache} does not load ({exc}); scanning the images again", stacklevel=3)
+        warnings.warn(
+            f"integrity cache {cache} does not load ({exc}); scanning the images again", stacklevel=3
+        )
         return None
 
 

@@ -16,9 +16,11 @@ import time
 from pathlib import Path
 
 from . import journal
+from .atomic import DamagedFileError, write_text
 from .cli import REPO, RunConfig, UsageError, parse_config
 from .datasets import DatasetNotFoundError, load_dataset
 from .executors import NOTEBOOKS, ExecutorError, Interrupts, make_executor
+from .integrity import data_fingerprint
 from .repeats import RANDOM_ONLY, prepare_repeat
 from .repeats import summarize as summarize_repeats
 from .rundir import (
@@ -29,12 +31,14 @@ from .rundir import (
     create_run_dir,
     now_iso,
     point_link,
+    read_json,
     remove_leftovers,
     start_over,
     write_json,
 )
 from .runner import Runner, StageCall, StageOutcome, fingerprint, record_end_reference, write_run_json
-from .splits import check_split_feasible
+from .splits import check_split_feasible, read_manifest
+from .stage_outputs import repair_command, report_blockers
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STAGES = ("01_explore_data", "02_train_model", "03_benchmark", "04_quantize", "05_report")
@@ -55,7 +59,8 @@ def prepare_run_dir(cfg: RunConfig) -> tuple[RunDir, bool]:
     out = cfg.output
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output {out} is a file, not a directory: choose a folder path")
-    if out.is_dir() and any(out.iterdir()):
+    # Without --output the folder is named by the second it started in; a taken name gets "-2" (below).
+    if out.is_dir() and any(out.iterdir()) and (cfg.output_given or cfg.resume or cfg.force):
         if not (cfg.force or cfg.resume):
             raise UsageError(
                 f"{out} already exists: pass --resume to continue it or --force to start it over"
@@ -106,18 +111,42 @@ def run_pipeline(cfg: RunConfig) -> int:
         executor.close()
 
 
+def _check_renderable(run: RunDir) -> None:
+    """--only report: refuse, before anything is written, a run whose report would be incomplete or wrong
+    (a stage not finished, an output missing or broken), naming what and the command that repairs it."""
+    blockers = report_blockers(run)
+    if blockers:
+        raise UsageError(
+            f"{run.root}: the report is not re-rendered: {'; '.join(blockers)}. "
+            f"Redo what is missing with: {repair_command(run)}"
+        )
+
+
 def _render_only(cfg: RunConfig, run: RunDir, runner: Runner) -> int:
-    """--only report: re-run 05_report on the run's files and re-render report.html; nothing else."""
+    """--only report: re-run 05_report on the run's files and re-render report.html; nothing else. A
+    failed render leaves the previous report.html in place."""
     report = runner.stage("05_report", {"run_dir": str(run.root)}, inputs=now_iso())
-    if run.executed_notebook("05_report").exists():
+    if report.status == "ok":
         render_report(run)
         runner.log(f"report: {run.report_html}")
     return 1 if report.status.startswith("failed") else 0
 
 
+def _check_resumable(cfg: RunConfig, run: RunDir) -> None:
+    """--resume / --only report: run.json must load (it holds the run's start and its command)."""
+    if cfg.resume and run.run_json.exists():
+        try:
+            read_json(run.run_json)
+        except DamagedFileError as exc:
+            raise UsageError(f"{exc}: restore it, or start the run over with --force") from None
+
+
 def _run_stages(cfg: RunConfig, run: RunDir, dataset, executor) -> int:
     start = now_iso()
     runner = Runner(cfg, run, start, executor)
+    _check_resumable(cfg, run)
+    if cfg.only == "report":
+        _check_renderable(run)
     runner.log(f"run directory {run.root}")
     write_run_json(cfg, run, start, [], None)
     if cfg.only == "report":
@@ -141,12 +170,17 @@ def _run_stages(cfg: RunConfig, run: RunDir, dataset, executor) -> int:
             "split": split,
             "max_per_class": QUICK_IMAGES_PER_CLASS if cfg.quick else 0,
         },
-        inputs="",
+        inputs=data_fingerprint(dataset),  # every image file's name, size and time: a changed one redoes it
     )
     if explore.status.startswith("failed"):
         write_run_json(cfg, run, start, runner.outcomes, now_iso())
         return 1
-    manifest = fingerprint([run.splits_csv])
+    try:
+        read_manifest(run.splits_csv)  # checked before any later stage writes over its outputs
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    # The split and every image's pixels (integrity.csv holds their hashes): a changed image retrains.
+    manifest = fingerprint([run.splits_csv, run.integrity_csv])
     failed = False
     train_params = {
         **common,
@@ -200,7 +234,7 @@ def _run_stages(cfg: RunConfig, run: RunDir, dataset, executor) -> int:
         failed |= runner.stage(stage, params, inputs=trained).status.startswith("failed")
     record_end_reference(run, cfg.threads)
     report = runner.stage("05_report", {"run_dir": str(run.root)}, inputs=fingerprint([run.results_csv]))
-    if report.status == "ok" or run.executed_notebook("05_report").exists():
+    if report.status == "ok" or (report.status == "cached" and not run.report_html.exists()):
         render_report(run)
         runner.log(f"report: {run.report_html}")
     failed |= report.status.startswith("failed")
@@ -220,7 +254,7 @@ def _repeat_training(cfg: RunConfig, run: RunDir, dataset, runner: Runner, param
             StageCall(
                 "02_train_model",
                 {**params, "run_dir": str(sub.root), "seed": cfg.seed + r - 1, "model_name": model},
-                inputs=fingerprint([sub.splits_csv]),
+                inputs=fingerprint([sub.splits_csv, run.integrity_csv]),
                 model=f"{model}-split{r}",
                 label=f"02_train_model {model} (split {r} of {cfg.repeats})",
             )
@@ -281,7 +315,7 @@ def render_report(run: RunDir) -> Path:
         embed_images=True,
     )
     html, _ = exporter.from_notebook_node(nb)
-    run.report_html.write_text(html, encoding="utf-8")
+    write_text(run.report_html, html)  # a temp file renamed over the previous report: never half a page
     journal.record(run, "05_report", via="pipeline")
     return run.report_html
 
@@ -293,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = parse_config(argv)
         with Interrupts.remembered():
             return run_pipeline(cfg)
-    except (UsageError, RunDirError, ExecutorError) as exc:
+    except (UsageError, RunDirError, ExecutorError, DamagedFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,8 @@ from pathlib import Path
 from .cli import RunConfig
 from .executors import Interrupts, Job, run_job
 from .progress import Watcher
-from .rundir import RunDir, read_json, write_json
+from .rundir import DamagedFileError, RunDir, read_json, write_json
+from .stage_outputs import problem
 
 
 def fingerprint(paths: list[Path]) -> str:
@@ -124,10 +126,28 @@ class Runner:
         output = self.run.executed_notebook(call.stage, call.model)
         return Job(call.key, call.stage, call.params, output, self.run.root / f".progress-{call.key}.json")
 
+    def _done_before(self, call: StageCall) -> bool:
+        """On --resume: the stage finished with the same marker and its outputs are all there and load. A
+        damaged marker or a missing or broken output is said in one line; the stage then runs again."""
+        if not self.cfg.resume:
+            return False
+        try:
+            if not self.run.stage_done(call.key, call.marker):
+                return False
+        except DamagedFileError as exc:
+            self.log(f"{call.title}: {exc}; running it again")
+            return False
+        where = RunDir(call.params.get("run_dir") or self.run.root)
+        notebook = self.run.executed_notebook(call.stage, call.model)
+        why = problem(where, call.stage, notebook, call.params.get("model_name"))
+        if why:
+            self.log(f"{call.title}: done in an earlier run, but {why}; running it again")
+        return not why
+
     def _begin(self, call: StageCall) -> StageOutcome | None:
-        """The cached outcome on --resume when the stage is done with the same marker; else None, after
-        clearing the stage's earlier record and logging its start."""
-        if self.cfg.resume and self.run.stage_done(call.key, call.marker):
+        """The cached outcome on --resume when the stage is done with the same marker and its outputs are
+        sound (``_done_before``); else None, after clearing the stage's earlier record and logging its start."""
+        if self._done_before(call):
             self.log(f"{call.title}: done in an earlier run, skipped")
             outcome = StageOutcome(call.key, "cached", 0.0)
             self.outcomes.append(outcome)
@@ -197,6 +217,8 @@ def write_run_json(
 
     previous = read_json(run.run_json) if run.run_json.exists() else {}
     machine = previous.get("machine") or {}
+    # Re-rendering (--only report) keeps the record of the command that produced the run.
+    keep = cfg.only == "report" and "command" in previous
     # Detected once per run, and again on each resume (whose stages are timed on this machine). Re-rendering
     # the report times nothing, so the machine that did the timings stays, even where the run was copied to.
     if not machine or (machine.get("detected_at") != start and cfg.only != "report"):
@@ -208,13 +230,19 @@ def write_run_json(
             stage_seconds[o.name] = round(o.seconds, 1)
             stage_status[o.name] = o.status
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.__dict__.items() if k != "argv"}
+    produced = {
+        "command": " ".join(["python", "run_all.py", *map(shlex.quote, cfg.argv)]),
+        "argv": list(cfg.argv),
+        "parameters": params,
+        "seed": cfg.seed,
+        "threads": cfg.threads,
+    }
+    if keep:
+        produced = {k: previous[k] for k in produced if k in previous}
     write_json(
         run.run_json,
         {
-            "command": " ".join(["python", "run_all.py", *cfg.argv]),
-            "parameters": params,
-            "seed": cfg.seed,
-            "threads": cfg.threads,
+            **produced,
             "python": platform.python_version(),
             "torch": torch.__version__,
             "torchvision": torchvision.__version__,
