@@ -20,6 +20,7 @@ from scenelib import plots
 from scenelib import report as rp
 from scenelib import summary as sm
 from scenelib.claims import claims
+from scenelib.deploy.bundle import write_bundles
 from scenelib.repeats import VOTE
 from scenelib.rundir import open_run, read_json
 from scenelib.splits import read_manifest
@@ -234,13 +235,12 @@ if rp.references_for(run):
 
 # %% [markdown]
 # ## Deploying the best model
-# The ONNX files in `models/<model>/` need only `onnxruntime`, NumPy and Pillow (the INT8 file where INT8 is
-# the recommended deployment):
+# Each recommended deployment is a self-contained bundle in `deploy/<model>/`: the ONNX model the summary
+# recommends, the pipeline's own preprocessing and a model card; it needs only `onnxruntime`, NumPy and Pillow.
 
 # %%
 if facts:
-    best_advice = facts["advice"].get(facts["best"]) or {}
-    display(Markdown(rp.onnx_snippet(run, facts["best"], best_advice.get("variant") == "onnx-int8")))
+    display(Markdown(rp.deploy_note(run, write_bundles(run, facts), facts)))
 
 # %% [markdown]
 # ## This run next to the seed study

@@ -286,28 +286,47 @@ def split_accuracy_table(run: RunDir) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def onnx_snippet(run: RunDir, model: str, int8: bool = False) -> str:
-    """Markdown: how to run this run's ONNX model on one image (onnxruntime, NumPy, Pillow only): the INT8
-    file only where INT8 is the recommended deployment (``claims.deployment_advice``), else the fp32 one."""
-    t = read_json(run.train_json(model))
-    size, mean, std = t["input_size"], [round(v, 4) for v in t["mean"]], [round(v, 4) for v in t["std"]]
-    file = "model.int8.onnx" if int8 else "model.onnx"
-    why = (
-        "INT8, the recommended deployment"
-        if int8
-        else "fp32: no INT8 model is recommended for it in this run"
-    )
-    return f"""```python
-import numpy as np, onnxruntime as ort
-from PIL import Image
+def deploy_note(run: RunDir, bundles: dict, facts: dict) -> str:
+    """Markdown: each recommended deployment's bundle (``deploy/bundle.py``) and the one-line command that
+    classifies a folder of images with it."""
+    import shlex
 
-# {model}, {why}
-session = ort.InferenceSession("models/{model}/{file}", providers=["CPUExecutionProvider"])
-img = Image.open("some_image.png").convert("RGB").resize(({size}, {size}))
-x = (np.asarray(img, dtype=np.float32) / 255 - {mean}) / {std}
-logits = session.run(None, {{"input": x.transpose(2, 0, 1)[None].astype(np.float32)}})[0]
-print(logits.argmax())  # index into the class names (the 'label' / 'class' columns of splits.csv)
-```"""
+    if not bundles:
+        return "No bundle was written: no trained model has an ONNX export (see the quantization section)."
+    lines = []
+    for model, path in bundles.items():
+        meta = read_json(path / "bundle.json")
+        role = (
+            "the best model on validation" if model == facts["best"] else "the fastest within a point of it"
+        )
+        files = ", ".join(f"`{f}`" for f in meta["files"] if f.endswith(".onnx"))
+        mb = sum(p.stat().st_size for p in path.iterdir() if p.is_file()) / 2**20
+        note = f" ({esc(meta['recommendation_note'])})" if meta["recommendation_note"] else ""
+        lines.append(
+            f"- **{esc(model)}**, {role}, deployed as **{meta['recommended']}**{note}: "
+            f"`{path.relative_to(run.root)}/` ({mb:.1f} MB: {files}, class names, the pipeline's "
+            "preprocessing and a model card, `README.md`)."
+        )
+    best = next(iter(bundles))
+    root, rel = shlex.quote(str(run.root)), bundles[best].relative_to(run.root)
+    return "\n".join(
+        [
+            *lines,
+            "",
+            "Classify a folder of images (recursively) into a CSV of the top classes, with the run's recommended "
+            "deployment; `--help` lists `--top-k`, `--batch-size`, `--variant` and `--tta`:",
+            "",
+            "```bash",
+            f"scenelib predict path/to/images/ --model {root} --output predictions.csv",
+            "```",
+            "",
+            "Or with the bundle alone, copied to any machine with `onnxruntime`, NumPy and Pillow:",
+            "",
+            "```bash",
+            f"python {rel}/predict.py path/to/images/ --output predictions.csv",
+            "```",
+        ]
+    )
 
 
 VARIANT_FORMATS = {
