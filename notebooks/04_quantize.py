@@ -41,7 +41,6 @@ from IPython.display import Markdown, display
 from scenelib import plots
 from scenelib import report as rp
 from scenelib import summary as sm
-from scenelib.claims import deployment_advice
 from scenelib.rundir import open_run
 from scenelib.stages.quantize import quantize_stage
 
@@ -107,11 +106,6 @@ for name, info in record["models"].items():
 
 # %% [markdown]
 # ## Running the deployed model
-# The ONNX file needs only `onnxruntime`, NumPy and Pillow (the INT8 file where INT8 is the recommended
-# deployment, see the report's summary):
-
-# %%
-first = next(iter(record["models"]), None)
-if first:
-    advice = deployment_advice(record["models"][first]["variants"])
-    display(Markdown(rp.onnx_snippet(run, first, advice.get("variant") == "onnx-int8")))
+# The report stage writes the recommended deployment as a self-contained bundle, `deploy/<model>/` (ONNX
+# model, class names, the pipeline's preprocessing, a model card), and `scenelib predict` classifies images
+# with it; see the report's "Deploying the best model".

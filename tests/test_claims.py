@@ -358,33 +358,6 @@ def test_the_linear_probe_row_compares_like_with_like(finished_run):
     assert "100.00% probe" in line and f"({row['fine-tuning adds (pt)']:+.2f} pt" in line
 
 
-def test_the_deployment_snippet_runs_the_recommended_onnx_file(finished_run):
-    """The report's snippet, run as a user would from the run directory on one of its images: the fp32
-    file unless INT8 is the recommended deployment."""
-    import contextlib
-    import io
-    import os
-    import re
-
-    from scenelib import report as rp
-
-    run = finished_run
-    row = split_rows(read_manifest(run.splits_csv), "test")[0]
-    for int8, file in ((False, "model.onnx"), (True, "model.int8.onnx")):
-        text = rp.onnx_snippet(run, "simple_cnn", int8)
-        code = re.search(r"```python\n(.*)```", text, re.S).group(1).replace("some_image.png", row.path)
-        assert f'"models/simple_cnn/{file}"' in code
-        out, cwd = io.StringIO(), os.getcwd()
-        try:
-            os.chdir(run.root)
-            with contextlib.redirect_stdout(out):
-                exec(compile(code, "snippet", "exec"), {})
-        finally:
-            os.chdir(cwd)
-        classes = {r.class_name for r in read_manifest(run.splits_csv)}
-        assert int(out.getvalue().strip()) in range(len(classes))
-
-
 def test_each_repeated_split_picks_its_model_on_validation():
     """The 'chosen on validation' row: per split the validation winner (ties: lower validation loss), scored
     on that split's test images; never the model with the best test accuracy in hindsight."""
