@@ -5,7 +5,10 @@ and ``scratch`` (all blocks from random initialisation). The first two train on 
 (``features.py``); the last two run the whole network with on-the-fly augmentation.
 
 AdamW, cross-entropy (label smoothing, optional class weights), one-cycle or ReduceLROnPlateau on the
-validation loss, early stopping, best checkpoint by validation accuracy, full history per epoch.
+validation loss, full history per epoch. The budget is counted in optimiser steps (``default_epochs``), so a
+small dataset gets more passes than a large one; the kept weights are the last epoch's (``keep="last"``,
+the end of the one-cycle schedule), because a small validation split cannot tell epochs apart reliably;
+``keep="best_val"`` keeps the epoch with the best validation accuracy (with early stopping).
 """
 
 from __future__ import annotations
@@ -29,10 +32,20 @@ from .probe import linear_probe, pooled_features
 from .transforms import View, check_augmentation, normalize, random_augment, views
 
 SCHEDULERS = ("onecycle", "plateau")
-# The epoch budget when a run does not set one (run_all.py --epochs): the partial recipe, on cached features,
-# is as accurate after 8 one-cycle epochs as after 12 (benchmarks/epoch_budget.py, validation over seeds), and
-# a smaller budget also shrinks its feature cache; whole networks (full, scratch) keep 12.
+KEEP_RULES = ("last", "best_val")
+# The epoch budget when a run does not set one (run_all.py --epochs), per strategy: the fewest epochs a run
+# trains (benchmarks/epoch_budget.py), raised for small datasets until the run makes MIN_STEPS optimiser
+# steps, and never above MAX_EPOCHS (benchmarks/panel.py chose these on several datasets and subset sizes).
 DEFAULT_EPOCHS = {"linear": 12, "partial": 8, "full": 12, "scratch": 12}
+MIN_STEPS = 360
+MAX_EPOCHS = 60
+
+
+def default_epochs(strategy: str, n_train: int, batch_size: int = 32) -> int:
+    """The strategy's epoch floor, raised so that a run of ``n_train`` images makes ``MIN_STEPS`` steps."""
+    steps_per_epoch = max(1, -(-n_train // batch_size))
+    return min(MAX_EPOCHS, max(DEFAULT_EPOCHS[strategy], -(-MIN_STEPS // steps_per_epoch)))
+
 DEVICE_CACHE_BATCH = 16  # images per call of the frozen prefix on a GPU (the CPU's is features.BULK_BATCH)
 
 
@@ -47,7 +60,9 @@ class TrainConfig:
     class_weights: bool = False
     augmentation: str = "aerial"
     scheduler: str = "onecycle"
-    patience: int = 5
+    keep: str = "last"  # which epoch's weights are kept: KEEP_RULES
+    patience: int = 5  # early stopping, with keep="best_val" only
+    views_per_epoch: int = 1  # cached strategies: passes over the training images per epoch, each in a view
     trainable_blocks: int | None = None  # None: the registry's default for the model
     tta: bool = True
     seed: int = 0
@@ -62,6 +77,10 @@ class TrainConfig:
             raise ValueError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}")
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {self.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
+        if self.keep not in KEEP_RULES:
+            raise ValueError(f"unknown kept-epoch rule {self.keep!r}; valid: {', '.join(KEEP_RULES)}")
+        if self.views_per_epoch < 1:
+            raise ValueError("views_per_epoch must be at least 1")
         check_augmentation(self.augmentation)
         if self.epochs < 1:
             raise ValueError("epochs must be at least 1")
@@ -86,7 +105,7 @@ class TrainResult:
     cache_seconds: float
     cache_engine: str
     test_probs: np.ndarray  # [V, N, C]: softmax per test view; view 0 is the plain image
-    val_probs: np.ndarray  # [N, C]: softmax on the plain validation images (the ensemble's choice reads it)
+    val_probs: np.ndarray  # [V, N, C]: softmax per validation view, as test_probs (view 0: the ensemble's)
     trainable_params: int
     probe: dict | None = None  # the linear-probe baseline (probe.linear_probe), if run
     layout: str = "contiguous"  # the memory format the trainable part trained in (training_layout)
@@ -163,7 +182,7 @@ def fit(
     """The epoch loop. ``train_batch(indices, epoch)`` returns that batch's (augmented) inputs (epochs
     count from 0).
 
-    Returns the history and the best epoch; ``net`` ends holding the best weights. ``on_epoch(net)`` adds
+    Returns the history and the kept epoch (``cfg.keep``); ``net`` ends holding its weights. ``on_epoch(net)`` adds
     its entries to each epoch's history after the epoch is timed (benchmarks record test accuracy per epoch
     this way; nothing is chosen on them).
     """
@@ -227,15 +246,17 @@ def fit(
         )
         if on_epoch is not None:
             history[-1].update(on_epoch(net))
-        if (val_acc, -val_loss) > (best[0], -best[1]):
+        if cfg.keep == "last":
+            best_epoch = epoch
+        elif (val_acc, -val_loss) > (best[0], -best[1]):
             best, best_epoch, stale = (val_acc, val_loss), epoch, 0
             best_state = copy.deepcopy(net.state_dict())
         else:
             stale += 1
             if stale >= cfg.patience:
                 break
-    assert best_state is not None
-    net.load_state_dict(best_state)
+    if best_state is not None:
+        net.load_state_dict(best_state)
     return history, best_epoch
 
 
@@ -278,19 +299,15 @@ def train_model(
         else:
             runner, engine = device_runner(prefix, device, amp_dtype(device)), f"torch on {device}"
             batch = DEVICE_CACHE_BATCH
-        # Each epoch shows every training image in one random view, drawn here for all epochs at once, so
+        # Each pass shows every training image in one random view, drawn here for all epochs at once, so
         # the cache holds only the (view, image) pairs some epoch will use (and the plain view, which the
         # linear probe reads): 8 views over 8 epochs leave about a third of the pairs never drawn.
-        drawn = torch.randint(
-            0,
-            len(train_views),
-            (cfg.epochs, len(train.labels)),
-            generator=torch.Generator().manual_seed(cfg.seed),
-        )
+        drawn = draw_views(len(train_views), cfg.epochs, cfg.views_per_epoch, len(train.labels), cfg.seed)
         splits = {"train": train, "val": val, "test": test}
         cache = feature_cache(
             runner, splits, mean, std, train_views, test_views, batch, needed_pairs(drawn, len(train_views))
         )
+        n_train = len(train.labels)
         cache_seconds = time.perf_counter() - start
         probe = None
         if cfg.linear_probe:  # before fine-tuning touches the suffix: its pretrained weights
@@ -298,7 +315,8 @@ def train_model(
         net = trainable_part(model, cut)
 
         def train_batch(idx: torch.Tensor, epoch: int) -> torch.Tensor:
-            return cache["train"][drawn[epoch, idx], idx].float()
+            image = idx % n_train
+            return cache["train"][drawn[epoch * cfg.views_per_epoch + idx // n_train, image], image].float()
 
         def split_batches(name: str, labels: torch.Tensor, view: int = 0):
             feats = cache[name][view]
@@ -306,9 +324,10 @@ def train_model(
     else:
         engine, cache_seconds, net, probe = "none", 0.0, model, None
         augment = random_augment(cfg.augmentation, size)
+        n_train = len(train.labels)
 
         def train_batch(idx: torch.Tensor, epoch: int) -> torch.Tensor:
-            return normalize(augment(train.images[idx]), mean, std)
+            return normalize(augment(train.images[idx % n_train]), mean, std)
 
         def split_batches(name: str, labels: torch.Tensor, view: int = 0):
             images = {"val": val.images, "test": test.images}[name]
@@ -322,7 +341,7 @@ def train_model(
     history, best_epoch = fit(
         net,
         train_batch,
-        train.labels,
+        train.labels.repeat(cfg.views_per_epoch),
         lambda: split_batches("val", val.labels),
         cfg,
         n_classes,
@@ -351,7 +370,7 @@ def train_model(
 
     with torch.inference_mode():  # predictions in fp32 on the device: what the checkpoint will give
         probs = [softmax("test", test.labels, v) for v in range(len(test_views))]
-        val_probs = softmax("val", val.labels, 0)
+        val_probs = [softmax("val", val.labels, v) for v in range(len(test_views))]
     model.to("cpu", memory_format=torch.contiguous_format)  # checkpoints, benchmarks and INT8: CPU work
     for p in model.parameters():
         p.requires_grad_(False)
@@ -365,7 +384,7 @@ def train_model(
         cache_seconds,
         engine,
         np.stack(probs),
-        val_probs,
+        np.stack(val_probs),
         trainable,
         probe,
         "channels_last" if layout == torch.channels_last else "contiguous",
@@ -401,17 +420,25 @@ def feature_cache(
     needed: list[torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The frozen prefix's outputs per split, [V, N, ...] fp16: training images in every view of
-    ``train_views`` (only the ``needed`` pairs, if given: ``needed_pairs``), validation in the plain view,
-    test in every ``test_views`` view (TTA)."""
+    ``train_views`` (only the ``needed`` pairs, if given: ``needed_pairs``), validation and test in every
+    ``test_views`` view (TTA, which validation decides on)."""
     return {
         "train": extract_views(
             runner, splits["train"].images, mean, std, train_views, batch, desc="cache train", needed=needed
         ),
-        "val": extract_views(
-            runner, splits["val"].images, mean, std, train_views[:1], batch, desc="cache val"
-        ),
+        "val": extract_views(runner, splits["val"].images, mean, std, test_views, batch, desc="cache val"),
         "test": extract_views(runner, splits["test"].images, mean, std, test_views, batch, desc="cache test"),
     }
+
+
+def draw_views(n_views: int, epochs: int, per_epoch: int, n_images: int, seed: int) -> torch.Tensor:
+    """The view of each image in each pass, [epochs * per_epoch, n_images]: random, except that an epoch
+    of ``per_epoch == n_views`` passes shows every image in every view once."""
+    generator = torch.Generator().manual_seed(seed)
+    if per_epoch == n_views:
+        keys = torch.rand((epochs, n_views, n_images), generator=generator)
+        return keys.argsort(dim=1).reshape(epochs * n_views, n_images)
+    return torch.randint(0, n_views, (epochs * per_epoch, n_images), generator=generator)
 
 
 def needed_pairs(drawn: torch.Tensor, n_views: int) -> list[torch.Tensor]:

@@ -14,11 +14,11 @@ from ..models import check_model_name, save_checkpoint, to_scene_classifier
 from ..rundir import TRAIN_VAL, RunDir, write_json
 from ..splits import class_names, read_manifest
 from ..training import (
-    DEFAULT_EPOCHS,
     SplitData,
     TrainConfig,
     TrainResult,
     count_params,
+    default_epochs,
     seed_everything,
     train_model,
 )
@@ -71,14 +71,17 @@ def train_stage(
     trainable_blocks, class_weights, patience, weight_decay) and ``head`` (a ``HeadConfig``).
     ``input_size`` (px) replaces the native size of a model that has pretrained weights (even when it is
     trained from scratch here); a model that has none keeps its own (sized for its role: simple_cnn's 64 px).
-    ``epochs`` 0: the strategy's default (``training.DEFAULT_EPOCHS``)."""
+    ``epochs`` 0: the strategy's step budget for this training set (``training.default_epochs``)."""
     if threads:
         torch.set_num_threads(threads)
     spec = check_model_name(model_name)
     strategy = resolve_strategy(strategy, weights, spec.default_strategy, device)
+    classes = class_names(read_manifest(run.splits_csv))
+    size = input_size if input_size and spec.pretrained else spec.input_size
+    splits = {s: load_split(run, s, size) for s in ("train", "val", "test")}
     cfg = TrainConfig(
         strategy=strategy,
-        epochs=epochs or DEFAULT_EPOCHS[strategy],
+        epochs=epochs or default_epochs(strategy, len(splits["train"][0].labels), batch_size),
         lr=lr,
         batch_size=batch_size,
         augmentation=augmentation,
@@ -90,10 +93,7 @@ def train_stage(
     cfg.check()
     seed_everything(seed)  # the new head's initial weights, too
     arch, info = load_pretrained(spec, "none" if strategy == "scratch" else weights)
-    classes = class_names(read_manifest(run.splits_csv))
     model = to_scene_classifier(spec, arch, len(classes), cfg.head)
-    size = input_size if input_size and spec.pretrained else spec.input_size
-    splits = {s: load_split(run, s, size) for s in ("train", "val", "test")}
     result = train_model(
         model,
         spec,
@@ -110,9 +110,8 @@ def train_stage(
     predictions.save(run.predictions(model_name, "fp32"))
     val_data, val_paths = splits["val"]
     val_labels = val_data.labels.numpy()
-    Predictions(result.val_probs[None], val_labels, np.asarray(val_paths), classes).save(
-        run.predictions(model_name, TRAIN_VAL)
-    )
+    val_predictions = Predictions(result.val_probs, val_labels, np.asarray(val_paths), classes)
+    val_predictions.save(run.predictions(model_name, TRAIN_VAL))
     save_checkpoint(
         run.checkpoint(model_name),
         result.model,
@@ -130,7 +129,7 @@ def train_stage(
         result,
         info,
         predictions,
-        _summarize(run, model_name, cfg, info, result, predictions, size, spec.input_size),
+        _summarize(run, model_name, cfg, info, result, predictions, val_predictions, size, spec.input_size),
     )
 
 
@@ -141,11 +140,14 @@ def _summarize(
     info: WeightsInfo,
     result: TrainResult,
     pred: Predictions,
+    val_pred: Predictions,
     size: int,
     native_size: int,
 ) -> dict:
     acc, f1 = accuracy_and_f1(pred.single, pred.labels)
     acc_tta, f1_tta = accuracy_and_f1(pred.tta, pred.labels) if pred.tta is not None else (None, None)
+    val_single = accuracy_and_f1(val_pred.single, val_pred.labels)[0]
+    val_tta = accuracy_and_f1(val_pred.tta, val_pred.labels)[0] if val_pred.tta is not None else None
     best = result.history[result.best_epoch - 1]
     summary = {
         "model": name,
@@ -169,7 +171,11 @@ def _summarize(
         "train_seconds": round(result.train_seconds, 1),
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
+        "kept_epoch_rule": cfg.keep,
         "val_accuracy": best["val_accuracy"],
+        "val_accuracy_tta": val_tta,
+        # TTA is recommended only where validation shows it strictly more accurate than the single view
+        "tta_helps_on_val": val_tta is not None and val_tta > val_single,
         "train_accuracy": best["train_accuracy"],
         "test_accuracy": acc,
         "test_macro_f1": f1,
