@@ -19,6 +19,7 @@ from IPython.display import Markdown, display
 from scenelib import plots
 from scenelib import report as rp
 from scenelib import summary as sm
+from scenelib import verdict as vd
 from scenelib.claims import claims
 from scenelib.deploy.bundle import write_bundles
 from scenelib.repeats import VOTE
@@ -30,7 +31,7 @@ run = open_run(run_dir)
 info = read_json(run.run_json)
 data = read_json(run.data_summary_json)
 facts = claims(run)
-rp.write_results_md(run)
+rp.write_results_md(run, vd.markdown(run))
 figure_no = 0
 
 
@@ -39,6 +40,11 @@ def caption(text: str) -> None:
     figure_no += 1
     display(Markdown(f"<p class='caption'><b>Figure {figure_no}.</b> {text}</p>"))
 
+
+# %%
+answer = vd.verdict(run)
+chosen = (answer.model, answer.variant) if answer else None
+display(Markdown(vd.markdown(run)))
 
 # %% [markdown]
 # ## Summary
@@ -90,20 +96,21 @@ display(Markdown("**Integrity scan** (whole dataset): " + ", ".join(x for x in f
 # ## Results: every model and variant
 # Validation accuracy chose; test accuracy (with its 95% interval) reports. "TTA" is the mean softmax over
 # the image's flips/rotations, and its latency is that of the views run as one batch. Latency is per image
-# at batch 1 on this CPU; best values in bold. `results.csv` and `results.md` hold the same table.
+# at batch 1 on this CPU; the deployment chosen on validation is in bold. `results.csv` and `results.md` hold
+# the same table.
 
 # %%
-rp.metrics_table(run)
+rp.metrics_table(run, chosen)
 
 # %%
 display(Markdown(sm.machine_line(run)))
-plots.accuracy_vs_latency(rp.pareto_points(run), rp.references_for(run))
+plots.accuracy_vs_latency(rp.pareto_points(run), rp.references_for(run), chosen)
 
 # %%
 caption(
     "Single-view test accuracy (bars: 95% interval) against batch-1 latency (log scale), every model and "
-    "variant; the line joins the Pareto front (no other point is both faster and more accurate); faded points "
-    "were timed while the machine was busy."
+    "variant; the ring marks the deployment chosen on validation; faded points were timed while the machine "
+    "was busy."
     + (" Dotted lines: the seed study's accuracies on UC Merced." if rp.references_for(run) else "")
 )
 

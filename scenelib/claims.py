@@ -29,7 +29,7 @@ from scipy import stats
 from sklearn.metrics import f1_score
 
 from .evaluation import Predictions
-from .recipes import TOLERANCE_PT
+from .recipes import NOT_RECOMMENDED, TOLERANCE_PT
 from .rundir import RunDir, read_json
 
 ALPHA = 0.05
@@ -216,6 +216,84 @@ def deployment_advice(variants: dict) -> dict:
         "test_change_pt": variants[chosen].get("change_pt"),
         "why_not_int8": why_not,
     }
+
+
+INT8_VARIANTS = ("onnx-int8", "int8-torch")
+# The INT8 verdict's tiers, best first: what a user can act on.
+INT8_TIERS = ("certified", "held", "undecided", "not faster", "rejected", "failed", "not built")
+
+
+def int8_verdict(variants: dict, tolerance_pt: float = TOLERANCE_PT) -> dict:
+    """One model's INT8 verdict: the best tier any INT8 variant reaches, against the fastest fp32 runtime.
+
+    ``certified``: the 95% bound on validation answers changed is within the tolerance (what
+    ``deployment_advice`` deploys); ``held``: validation kept the accuracy (point estimates within the
+    tolerance) but has too few images to certify it; ``not faster``: not MIN_INT8_SPEEDUP times faster;
+    ``undecided``: the timing was too noisy to tell; ``rejected``: it lost validation accuracy; ``failed``
+    or ``not built``. Returns the tier, the variant, its speed-up and a plain-language ``text``."""
+    base = deployment_advice(variants)
+    if not base:
+        return {"tier": "not built", "text": "INT8: not measured (no fp32 runtime was timed)."}
+    found = []
+    for v in INT8_VARIANTS:
+        e = variants.get(v, {})
+        if not e.get("status"):
+            continue
+        lat = (e.get("latency") or {}).get("median_ms")
+        speedup = base["baseline_latency_ms"] / lat if lat else None
+        changed, n = e.get("val_changed"), e.get("val_images")
+        if e["status"].startswith("rejected"):
+            tier = "rejected"
+        elif e["status"].startswith(NOT_RECOMMENDED):  # the quick check found it slower than fp32
+            tier = "not faster"
+        elif e["status"] != "ok" or lat is None or changed is None or not n:
+            tier = "failed"
+        elif (e.get("latency") or {}).get("noisy"):
+            tier = "undecided"
+        elif lat * MIN_INT8_SPEEDUP > base["baseline_latency_ms"]:
+            tier = "not faster"
+        elif change_bound(changed, n) <= tolerance_pt + 1e-9:
+            tier = "certified"
+        elif 100.0 * changed / n <= tolerance_pt and (e.get("val_change_pt") or 0.0) >= -tolerance_pt:
+            tier = "held"
+        else:
+            tier = "rejected"
+        found.append({"tier": tier, "variant": v, "latency_ms": lat, "speedup": speedup, "entry": e})
+    if not found:
+        return {"tier": "not built", "text": "INT8: no INT8 variant was built."}
+    best = min(found, key=lambda f: (INT8_TIERS.index(f["tier"]), f["latency_ms"] or math.inf))
+    e, v, base_name = best.pop("entry"), best["variant"], base["baseline"]
+    changed, n = e.get("val_changed"), e.get("val_images")
+    faster = f"{best['speedup']:.2f}x the speed of {base_name}" if best["speedup"] else ""
+    counts = f"{changed} of {n:,} validation answers changed" if changed is not None and n else ""
+    tier = best["tier"]
+    if tier == "certified":
+        text = f"INT8 **certified**: {v} ({faster}; {counts}, at most {tolerance_pt:g}% at 95% confidence)."
+    elif tier == "held":
+        text = (
+            f"INT8 **held on validation, not certifiable with {n:,} images**: {v} runs at {faster} and "
+            f"{counts} ({e.get('val_change_pt') or 0.0:+.2f} pt); certifying a change of at most "
+            f"{tolerance_pt:g}% would take {images_to_show(tolerance_pt, changed or 0):,} validation images. "
+            "The fp32 model stays the recommendation; INT8 is the faster option to try."
+        )
+    elif tier == "not faster":
+        text = (
+            f"INT8 **not worth it here**: {v} is not {MIN_INT8_SPEEDUP:g}x faster than {base_name} on this "
+            f"CPU{' (' + faster + ')' if faster else ''}."
+        )
+    elif tier == "undecided":
+        text = (
+            f"INT8 **undecided**: {v}'s timing was too noisy to compare with {base_name}; rerun the "
+            "quantization stage on a quiet machine."
+        )
+    elif tier == "rejected":
+        text = (
+            f"INT8 **rejected**: {v} lost validation accuracy ({e.get('val_change_pt') or 0.0:+.2f} pt"
+            f"{'; ' + counts if counts else ''})."
+        )
+    else:
+        text = f"INT8 **failed**: {v} {e.get('status', '')[:120]}."
+    return {**best, "baseline": base_name, "text": text}
 
 
 def test_guess(run: RunDir, name: str, variant: str) -> np.ndarray | None:

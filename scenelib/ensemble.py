@@ -1,14 +1,15 @@
 """A validated ensemble: the soft vote (mean softmax) of the best fp32 models, chosen on validation only.
 
-Candidates are the top 2, 3, ... models of the validation ranking (at most ``MAX_MEMBERS``); each is scored
-by its soft vote's accuracy on the validation split and, where accuracies are exactly level (a hundred-odd
-validation images often leave them so), by its log-loss there: a proper scoring rule, which still tells which
-candidate is surer of the right answers. The best vote is recommended over the best single model only if it is
-better by the same rule. In the main split it is scored on the checkpoints run end to end
-(the benchmark stage writes those predictions); its test numbers (single view, and TTA where every member has
-it) are then reported beside the best single model's, with McNemar's exact test, and its latency is the sum
-of its members' (they all run on every image). Each repeated split (repeats.py) applies the same rule to the
-predictions its training wrote.
+Members are the models that validation cannot tell from the best one (McNemar's exact test on the
+validation images, ``claims.mcnemar``): a model validation shows to be worse only dilutes a vote. Candidates
+are the top 2, 3, ... of those (at most ``MAX_MEMBERS``), each scored by its soft vote's accuracy on the
+validation split. A vote costs the sum of its members' latencies, so it is recommended over the best single
+model only if its validation accuracy is strictly higher; of level candidates the one with fewer members
+wins. Validation log-loss is reported, never decides: a vote's averaged softmax lowers it by construction.
+In the main split the vote is scored on the checkpoints run end to end (the benchmark stage writes those
+predictions); its test numbers (single view, and TTA where every member has it) are reported beside the best
+single model's, with McNemar's exact test, whether or not it was recommended. Each repeated split
+(repeats.py) applies the same rule to the predictions its training wrote.
 """
 
 from __future__ import annotations
@@ -37,25 +38,28 @@ def _score(members: list[str], probs: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def better(a: dict, b: dict) -> bool:
-    """Whether candidate ``a`` beats ``b`` on validation: higher accuracy or, equal, lower log-loss."""
-    if a["val_accuracy"] != b["val_accuracy"]:
-        return a["val_accuracy"] > b["val_accuracy"]
-    return _finite(a["val_log_loss"]) < _finite(b["val_log_loss"])
+    """Whether candidate ``a`` beats ``b`` on validation: strictly higher accuracy."""
+    return a["val_accuracy"] > b["val_accuracy"]
 
 
-def _finite(loss: float) -> float:
-    return loss if np.isfinite(loss) else np.inf  # a NaN (a diverged model) never wins
+def eligible(val_probs: dict[str, np.ndarray], labels: np.ndarray, ranked: list[str]) -> list[str]:
+    """The best model and those of ``ranked`` that validation cannot tell from it (McNemar, ALPHA)."""
+    guess = {m: val_probs[m].argmax(1) for m in ranked}
+    top = ranked[0]
+    return [top] + [m for m in ranked[1:] if not mcnemar(labels, guess[top], guess[m])["distinguishable"]]
 
 
 def select(
     val_probs: dict[str, np.ndarray], labels: np.ndarray, ranked: list[str]
 ) -> tuple[dict, list[dict]]:
-    """The best single model's validation score and every soft vote's (the top 2..MAX_MEMBERS of ``ranked``,
-    best first by validation), from each model's validation softmax [N, C]."""
-    single = _score(ranked[:1], val_probs[ranked[0]], labels)
+    """The best single model's validation score and every soft vote's (the top 2..MAX_MEMBERS of the
+    ``eligible`` models of ``ranked``, best first by validation), from each model's validation softmax
+    [N, C]."""
+    members = eligible(val_probs, labels, ranked)
+    single = _score(members[:1], val_probs[members[0]], labels)
     votes = [
-        _score(ranked[:k], np.mean([val_probs[m] for m in ranked[:k]], axis=0), labels)
-        for k in range(2, min(MAX_MEMBERS, len(ranked)) + 1)
+        _score(members[:k], np.mean([val_probs[m] for m in members[:k]], axis=0), labels)
+        for k in range(2, min(MAX_MEMBERS, len(members)) + 1)
     ]
     return single, votes
 
@@ -70,7 +74,7 @@ def best(candidates: list[dict]) -> dict:
 
 def choose(run: RunDir, latency_ms: dict[str, float]) -> dict | None:
     """The best soft vote (recommended or not) and every candidate tried, or None with fewer than two scored
-    models."""
+    models or when validation shows every other model worse than the best (no vote to try)."""
     ranked = [
         r["model"] for r in validation_ranking(run) if run.predictions(r["model"], VAL_VARIANT).exists()
     ]
@@ -78,6 +82,8 @@ def choose(run: RunDir, latency_ms: dict[str, float]) -> dict | None:
         return None
     val = {m: Predictions.load(run.predictions(m, VAL_VARIANT)) for m in ranked}
     single, candidates = select({m: p.single for m, p in val.items()}, val[ranked[0]].labels, ranked)
+    if not candidates:
+        return None
     kept = best(candidates)
     members = kept["members"]
     test = Predictions.load(run.predictions(members[0], "fp32"))

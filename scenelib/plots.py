@@ -384,22 +384,11 @@ def latency(df: pd.DataFrame) -> Figure:
     return fig
 
 
-def pareto_front(df: pd.DataFrame, x: str = "latency_ms", y: str = "accuracy") -> pd.DataFrame:
-    """Rows no other row beats on both axes (lower x, higher y), sorted by x; original index kept.
-
-    Rows with NaN in x or y are ignored; of exact duplicates only the first is kept.
-    """
-    data = df.dropna(subset=[x, y]).sort_values([x, y], ascending=[True, False], kind="stable")
-    keep, best = [], -np.inf
-    for index, value in data[y].items():
-        if value > best:
-            keep.append(index)
-            best = value
-    return data.loc[keep]
-
-
-def accuracy_vs_latency(df: pd.DataFrame, references: dict[str, float] | None = None) -> Figure:
-    """The speed/accuracy trade-off: colour = model, marker = variant, Pareto front as a step line."""
+def accuracy_vs_latency(
+    df: pd.DataFrame, references: dict[str, float] | None = None, chosen: tuple[str, str] | None = None
+) -> Figure:
+    """The speed/accuracy trade-off: colour = model, marker = variant; the deployment chosen on validation
+    (``chosen``: model, variant) ringed. Nothing is ranked by the test accuracy the y axis shows."""
     data = _numeric(df, ["accuracy", "latency_ms"]).dropna(subset=["accuracy", "latency_ms"])
     if data.empty:
         return _message("No rows with both accuracy and latency", "Accuracy vs latency")
@@ -437,12 +426,10 @@ def accuracy_vs_latency(df: pd.DataFrame, references: dict[str, float] | None = 
         best = group.loc[group["accuracy"].idxmax()]  # one label per model keeps the plot readable
         where = {"xytext": (5, 4), "textcoords": "offset points"}
         ax.annotate(model, (best["latency_ms"], best["accuracy"]), fontsize=8, color=colors[model], **where)
-    front = pareto_front(data)
-    xs = np.append(front["latency_ms"].to_numpy(), data["latency_ms"].max())
-    ys = np.append(front["accuracy"].to_numpy(), front["accuracy"].iloc[-1])
-    ax.step(xs, ys, where="post", color="black", lw=1, alpha=0.7, zorder=2)
     ring = {"s": 160, "facecolors": "none", "edgecolors": "black", "lw": 1.2, "zorder": 4}
-    ax.scatter(front["latency_ms"], front["accuracy"], **ring)
+    if chosen is not None:
+        pick = data[(data["model"] == chosen[0]) & (data["variant"] == chosen[1])]
+        ax.scatter(pick["latency_ms"], pick["accuracy"], **ring)
     for name, value in (references or {}).items():
         ax.axhline(value, ls=":", color="grey", lw=1)
         right = {"transform": ax.get_yaxis_transform(), "ha": "right", "va": "bottom", "color": "dimgrey"}
@@ -450,10 +437,12 @@ def accuracy_vs_latency(df: pd.DataFrame, references: dict[str, float] | None = 
     _set_log(ax, "x")
     _percent(ax.yaxis, [*data["accuracy"], *(references or {}).values()])
     ax.set(xlabel=LATENCY_LABEL + ", log scale", ylabel="test accuracy (%)")
-    ax.set_title("Accuracy vs latency (ringed: Pareto front, best accuracy for a latency budget)")
+    ax.set_title("Test accuracy vs latency (ringed: the deployment chosen on validation)")
     handles = [Line2D([], [], color=c, marker="o", ls="", label=m) for m, c in colors.items()]
     handles += [Line2D([], [], color="grey", marker=_marker(v, variants), ls="", label=v) for v in variants]
-    handles.append(Line2D([], [], color="black", marker="o", mfc="none", ms=10, lw=1, label="Pareto front"))
+    if chosen is not None:
+        ring_label = "chosen on validation"
+        handles.append(Line2D([], [], color="black", marker="o", mfc="none", ms=10, ls="", label=ring_label))
     if noisy is not None and noisy.any():
         handles.append(
             Line2D([], [], color="grey", marker="o", alpha=0.35, ls="", label="faded: noisy timing")

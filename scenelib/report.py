@@ -100,17 +100,17 @@ def main_table(run: RunDir) -> pd.DataFrame:
     return df[[c for c in DISPLAY_COLUMNS if c in df.columns]].rename(columns=DISPLAY_COLUMNS)
 
 
-def metrics_table(run: RunDir):
-    """The main table, styled: best value of each column in bold on green, NaN shown as a dash."""
-    table = main_table(run)
-    ok = table["status"].fillna("") == "ok"
+CHOSEN_STYLE = "font-weight: bold; background-color: #dcefd8"
 
-    def best(col: pd.Series) -> list[str]:
-        values = col.where(ok)
-        if values.notna().sum() == 0:
-            return [""] * len(col)
-        target = values.max() if col.name in HIGHER_IS_BETTER else values.min()
-        return ["font-weight: bold; background-color: #dcefd8" if v == target else "" for v in values]
+
+def metrics_table(run: RunDir, chosen: tuple[str, str] | None = None):
+    """The main table, styled: the deployment chosen on validation (``chosen``: model, variant) in bold on
+    green, nothing emphasised by a test column; NaN shown as a dash."""
+    table = main_table(run)
+
+    def emphasis(row: pd.Series) -> list[str]:
+        hit = chosen is not None and (row["model"], row["variant"]) == chosen
+        return [CHOSEN_STYLE if hit else ""] * len(row)
 
     fmt = {c: "{:.2%}" for c in ("val. accuracy", "accuracy", "accuracy (TTA)")}
     fmt.update({c: "{:.4f}" for c in ("macro-F1", "macro-F1 (TTA)", "ROC AUC")})
@@ -122,17 +122,18 @@ def metrics_table(run: RunDir):
     )
     fmt.update({"params (M)": "{:.2f}", "GMACs": "{:.3f}"})
     fmt = {k: v for k, v in fmt.items() if k in table.columns}
-    cols = [c for c in (*HIGHER_IS_BETTER, *LOWER_IS_BETTER) if c in table.columns]
     styled = table.style.format(fmt, na_rep="–").format(
         escape="html", subset=["model", "status", "INT8 recipe"]
     )
-    return styled.apply(best, subset=cols).hide(axis="index")
+    return styled.apply(emphasis, axis=1).hide(axis="index")
 
 
-def write_results_md(run: RunDir) -> str:
-    """results.md: the main table as Markdown (plain numbers, same rounding as the report)."""
+def write_results_md(run: RunDir, header: str = "") -> str:
+    """results.md: ``header`` (the run's answer, ``verdict.markdown``), then the main table as Markdown
+    (plain numbers, same rounding as the report)."""
     table = main_table(run)
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines = [header, ""] if header else []
+    lines += ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     for _, row in table.iterrows():
         cells = []
         for col, value in row.items():

@@ -193,10 +193,14 @@ def ensemble_line(run: RunDir) -> str:
     val = (
         f"{_pct(e['val_accuracy'])} validation vs {_pct(e['best_single_val_accuracy_e2e'])} for {best} alone"
     )
-    if e["val_accuracy"] == e["best_single_val_accuracy_e2e"] and "val_log_loss" in e:
-        val += f"; level, so the validation log-loss decides: {e['val_log_loss']:.4f} vs {e['best_single_val_log_loss']:.4f}"
     if not e["beats_best_single_on_validation"]:
-        return f"- **Ensemble**: the best soft vote ({vote}) does not beat {best} alone on validation ({val}): not recommended."
+        t = e["vs_best_single"]
+        return (
+            f"- **Ensemble**: the best soft vote ({vote}) is not more accurate than {best} alone on validation "
+            f"({val}), so it is not recommended (it would cost its members' latencies added). Reported, not "
+            f"chosen: on test it scores {_pct(e['accuracy'])} single view; {t['only_a_right']} test images "
+            f"only the vote got right, {t['only_b_right']} only {best} (McNemar p = {t['p_value']:.2g})."
+        )
     tta = (
         f", {_pct(e['accuracy_tta'])}{_interval(e, 'accuracy_tta')} with TTA"
         if e.get("accuracy_tta") is not None

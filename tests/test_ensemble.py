@@ -67,16 +67,16 @@ def test_one_model_makes_no_ensemble_and_a_losing_vote_is_not_recommended(three_
     run = RunDir(tmp_path / "two")
     labels = np.arange(30) % 3
     _model(run, "m1", 1.0, np.ones(30, bool), np.ones(30, bool), labels)
-    _model(run, "m2", 0.5, np.arange(30) < 10, np.arange(30) < 10, labels)
+    _model(run, "m2", 0.9, np.arange(30) >= 3, np.arange(30) >= 3, labels)  # not told from m1 (p = 0.25)
     record = ensemble.choose(run, {"m1": 1.0, "m2": 1.0})
     assert not record["beats_best_single_on_validation"]
     write_json(run.benchmark_json, {"ensemble": record})
     assert "not recommended" in sm.ensemble_line(run)
 
 
-def test_equal_validation_accuracy_goes_to_the_lower_log_loss():
-    """With a hundred-odd validation images accuracies tie often; the surer vote then wins, a less accurate
-    one never does."""
+def test_a_level_vote_is_not_recommended_whatever_its_log_loss():
+    """A vote costs its members' latencies added: level on validation accuracy, the single model stays,
+    even where the vote's averaged softmax has the lower log-loss; a less accurate vote never wins."""
     labels = np.arange(30) % 3
     unsure = np.full((30, 3), 0.25)
     unsure[np.arange(30), labels] = 0.5
@@ -84,10 +84,23 @@ def test_equal_validation_accuracy_goes_to_the_lower_log_loss():
     sure[np.arange(30), labels] = 0.99
     single, votes = ensemble.select({"m1": unsure, "m2": sure}, labels, ["m1", "m2"])
     assert single["val_accuracy"] == votes[0]["val_accuracy"] == 1.0
-    assert votes[0]["val_log_loss"] < single["val_log_loss"] and ensemble.better(votes[0], single)
-    wrong = np.roll(sure, 1, axis=1)  # confidently wrong everywhere: the vote loses accuracy
-    single, votes = ensemble.select({"m1": unsure, "m2": wrong}, labels, ["m1", "m2"])
-    assert votes[0]["val_accuracy"] < 1.0 and not ensemble.better(votes[0], single)
+    assert votes[0]["val_log_loss"] < single["val_log_loss"] and not ensemble.better(votes[0], single)
+    assert ensemble.best([single, *votes]) is single
+
+
+def test_a_model_validation_shows_worse_is_never_a_member():
+    """A weak model (validation tells it from the best: McNemar p < 0.05) joins no vote."""
+    labels = np.arange(60) % 3
+    best = _probs(labels, np.arange(60) >= 2)  # 58 of 60 right
+    close = _probs(labels, np.arange(60) % 20 != 5)  # 57 of 60, wrong elsewhere
+    weak = _probs(labels, np.arange(60) % 2 == 0)  # 30 of 60
+    ranked = ["best", "close", "weak"]
+    probs = {"best": best, "close": close, "weak": weak}
+    assert ensemble.eligible(probs, labels, ranked) == ["best", "close"]
+    single, votes = ensemble.select(probs, labels, ranked)
+    assert [v["members"] for v in votes] == [["best", "close"]]
+    single, votes = ensemble.select({"best": best, "weak": weak}, labels, ["best", "weak"])
+    assert votes == []
 
 
 def _split_model(sub: RunDir, name: str, seed: int, val_right, test_right, labels) -> None:
@@ -149,9 +162,3 @@ def test_no_soft_vote_rows_unless_every_split_can_have_one(tmp_path):
     assert repeats.vote_rows(run, rows).picked.tolist() == ["m1", "m1"]  # equal models: a tie keeps one
     sub.predictions("m1", TRAIN_VAL).unlink()
     assert repeats.vote_rows(run, rows).empty
-
-
-def test_a_nan_log_loss_never_wins_a_tie():
-    level = {"val_accuracy": 0.9, "val_log_loss": 0.3}
-    diverged = {"val_accuracy": 0.9, "val_log_loss": float("nan")}
-    assert ensemble.better(level, diverged) and not ensemble.better(diverged, level)

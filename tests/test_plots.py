@@ -166,29 +166,19 @@ def test_latency(tmp_path: Path, benchmark: pd.DataFrame) -> None:
     assert plots.latency(narrow).axes[0].get_xscale() == "linear"
 
 
-def test_pareto_front_keeps_only_non_dominated_rows() -> None:
-    table = pd.DataFrame(
-        {
-            "name": ["a", "b", "c", "d", "e", "f"],
-            "latency_ms": [5.0, 10.0, 12.0, 20.0, 30.0, 1.0],
-            "accuracy": [0.80, 0.90, 0.85, 0.93, 0.92, np.nan],
-        }
-    )
-    front = plots.pareto_front(table)
-    # c is beaten by b (faster and more accurate), e by d; f has no accuracy.
-    assert front["name"].tolist() == ["a", "b", "d"]
-    assert front["latency_ms"].tolist() == [5.0, 10.0, 20.0]
-    assert front["accuracy"].tolist() == [0.80, 0.90, 0.93]
-
-
 def test_accuracy_vs_latency(tmp_path: Path, benchmark: pd.DataFrame) -> None:
-    fig = plots.accuracy_vs_latency(benchmark, references={"seed 000 ResNet-50": 0.9206})
+    chosen = ("mobilenet_v2", "fp32")
+    fig = plots.accuracy_vs_latency(benchmark, references={"seed 000 ResNet-50": 0.9206}, chosen=chosen)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
     texts = [t.get_text() for t in ax.texts]
     assert "seed 000 ResNet-50 (92.1%)" in texts and {"resnet50", "mobilenet_v2"} <= set(texts)
-    step = [line for line in ax.get_lines() if line.get_drawstyle() == "steps-post"]
-    assert len(step) == 1
+    # no front ranked by the test accuracy on the y axis; one ring, on the validation choice
+    assert not [line for line in ax.get_lines() if line.get_drawstyle() == "steps-post"]
+    rings = [c for c in ax.collections if len(c.get_offsets()) and c.get_facecolors().size == 0]
+    assert len(rings) == 1
+    pick = benchmark[(benchmark["model"] == chosen[0]) & (benchmark["variant"] == chosen[1])]
+    assert rings[0].get_offsets().tolist() == pick[["latency_ms", "accuracy"]].to_numpy().tolist()
     check(fig, 1, tmp_path)
     check(plots.accuracy_vs_latency(benchmark.assign(accuracy=np.nan)), 1, tmp_path, "empty")
 
