@@ -39,6 +39,7 @@ from .rundir import (
 from .runner import Runner, StageCall, StageOutcome, fingerprint, record_end_reference, write_run_json
 from .splits import check_split_feasible, read_manifest
 from .stage_outputs import repair_command, report_blockers
+from .verdict import plain_text as answer_text
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STAGES = ("01_explore_data", "02_train_model", "03_benchmark", "04_quantize", "05_report")
@@ -120,6 +121,15 @@ def _check_renderable(run: RunDir) -> None:
             f"{run.root}: the report is not re-rendered: {'; '.join(blockers)}. "
             f"Redo what is missing with: {repair_command(run)}"
         )
+
+
+def print_answer(run: RunDir) -> None:
+    """The report's answer block in the terminal, once the run has finished."""
+    if run.report_html.exists():
+        try:
+            print("\n" + answer_text(run) + f"\nDetails: {run.report_html}", flush=True)
+        except (OSError, ValueError, KeyError) as exc:  # a run with nothing to recommend still finished
+            print(f"(no answer to print: {type(exc).__name__}: {exc})", flush=True)
 
 
 def _render_only(cfg: RunConfig, run: RunDir, runner: Runner) -> int:
@@ -240,6 +250,7 @@ def _run_stages(cfg: RunConfig, run: RunDir, dataset, executor) -> int:
     failed |= report.status.startswith("failed")
     write_run_json(cfg, run, start, runner.outcomes, now_iso(), time.perf_counter() - runner.t0)
     runner.log("finished" + (" with failures (see results.csv)" if failed else ""))
+    print_answer(run)
     return 1 if failed else 0
 
 

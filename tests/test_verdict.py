@@ -81,3 +81,4 @@ def test_the_report_opens_with_the_answer_and_emphasises_only_the_validation_cho
     assert run.results_md.read_text().startswith("### The answer")
     block = vd.plain_text(run)
     assert "**" not in block and "INT8" in block and "ms per image" in block
+    assert block in (run.root.parent / "stdout.txt").read_text()  # printed when the run finished
