@@ -214,3 +214,27 @@ def test_a_changed_image_redoes_the_stages_that_read_it(tmp_path):
     assert code == 0, log
     assert "01_explore_data: running" in log and "02_train_model simple_cnn: running" in log
     assert "done in an earlier run" not in log.split("03_benchmark")[0]
+
+
+def test_sigint_to_the_driver_alone_stops_the_run_promptly(tmp_path):
+    """``kill -INT <driver>`` (not its process group: the kernel does not hear it) stops the stage running
+    in the kernel, and the run, within seconds."""
+    import signal
+    import time
+
+    from .test_interrupt import _kernels_of, _start, _wait_for
+
+    data = write_image_tree(tmp_path / "images", ["a", "b"], 4, size=16)
+    out = tmp_path / "run"
+    proc = _start(_args(data, out))
+    _wait_for(proc, "02_train_model simple_cnn: running")
+    time.sleep(0.5)
+    start = time.monotonic()
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and time.monotonic() - start < 30, err
+    assert f"--resume --output {out}" in err and "Traceback" not in err
+    deadline = time.monotonic() + 30
+    while _kernels_of(out) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _kernels_of(out), "a kernel outlived its driver"
