@@ -111,7 +111,11 @@ caption(
     "Single-view test accuracy (bars: 95% interval) against batch-1 latency (log scale), every model and "
     "variant; the ring marks the deployment chosen on validation; faded points were timed while the machine "
     "was busy."
-    + (" Dotted lines: the seed study's accuracies on UC Merced." if rp.references_for(run) else "")
+    + (
+        " Dotted lines: the seed study's accuracies on UC Merced, quoted (measured on another machine)."
+        if rp.references_for(run)
+        else ""
+    )
 )
 
 # %%
@@ -273,6 +277,25 @@ if len(skipped):
         )
     )
     display(skipped.style.format(escape="html").hide(axis="index"))
+
+# %% [markdown]
+# ## Words used in this report
+# - **onnx-fp32**: the trained model exported to ONNX and run by ONNX Runtime in 32-bit floats;
+#   **onnx-int8**: its 8-bit quantization (ONNX Runtime); **int8-torch**: PyTorch's 8-bit quantization;
+#   **fp32** alone: eager PyTorch. **U8S8 / U8U8**: unsigned 8-bit activations with signed / unsigned weights.
+# - **pt**: percentage point. **TTA** (test-time augmentation): the mean softmax over the image's flips and
+#   rotations. **Linear probe**: logistic regression on the frozen pretrained features, the baseline that
+#   shows what fine-tuning adds.
+# - **Wilson interval**: a 95% confidence interval for an accuracy measured on n images. **McNemar's test**:
+#   compares two models on the same images by the images only one of them gets right; p < 0.05 means the
+#   difference is unlikely to be chance. **Clopper-Pearson bound**: the largest share of changed answers
+#   consistent, at 95% confidence, with the changes counted on validation.
+# - **Log-loss**: the mean negative log-probability of the true class (lower is surer and right).
+#   **Macro-F1**: the F1 score averaged over classes with equal weight. **ROC AUC**: how well the scores rank
+#   the true class above the others (1 = perfectly).
+# - **GMACs**: billions of multiply-accumulate operations per image. **p90**: the 90th percentile of the
+#   timings. **INT8 class** (vnni, avx2, ...): the CPU's instruction set for 8-bit arithmetic, which decides
+#   the INT8 recipes.
 
 # %% [markdown]
 # ## Reproducibility

@@ -139,6 +139,7 @@ def _render_only(cfg: RunConfig, run: RunDir, runner: Runner) -> int:
     if report.status == "ok":
         render_report(run)
         runner.log(f"report: {run.report_html}")
+        print_answer(run)
     return 1 if report.status.startswith("failed") else 0
 
 

@@ -58,6 +58,16 @@ def summary_lines(run: RunDir) -> list[str]:
     val = c["ranking"][0]["val_accuracy"]
     tta = (
         f"; {_pct(b.get('accuracy_tta'))}{_interval(b, 'accuracy_tta')} with test-time augmentation"
+        + (
+            f" ({b['latency_ms_tta']:.1f} ms for its views as one batch, eager PyTorch)"
+            if not pd.isna(b.get("latency_ms_tta"))
+            else ""
+        )
+        + (
+            ""
+            if read_json(run.train_json(best)).get("tta_helps_on_val")
+            else ", which did not beat the single view on validation and is not recommended"
+        )
         if not pd.isna(b.get("accuracy_tta"))
         else ""
     )
@@ -258,9 +268,20 @@ def probe_line(run: RunDir) -> str:
         f"({r['fine-tuning adds (pt)']:+.2f} pt, McNemar p = {r['McNemar p']:.2g})"
         for _, r in table.iterrows()
     )
+    unverified = [
+        m
+        for m in table["model"]
+        if "unverified" in (read_json(run.train_json(m)).get("weights_top1_note") or "").lower()
+    ]
+    caveat = (
+        f" The ImageNet accuracy of {esc(', '.join(unverified))}'s weights is unverified (see Weights "
+        "provenance): the probe measures these weights' features, whatever their ImageNet training."
+        if unverified
+        else ""
+    )
     return (
-        "- **What fine-tuning adds** over a linear probe on the frozen ImageNet features (logistic regression, "
-        f"its strength chosen on validation), single view on test: {items}."
+        "- **What fine-tuning adds** over a linear probe on the frozen pretrained features (logistic regression, "
+        f"its strength chosen on validation), single view on test: {items}.{caveat}"
     )
 
 
