@@ -180,7 +180,7 @@ class ModelVariants:
         return probs.reshape(-1, probs.shape[-1])
 
     def plan(self, variant: str, recipes: list) -> list:
-        """The recipes worth trying with this validation split (``recipes.search_plan``), noted if cut."""
+        """The recipes to try (``recipes.search_plan``), with a note when validation cannot certify INT8."""
         recipes, note = search_plan(recipes, len(self.val_images), images_to_show(TOLERANCE_PT))
         if note:
             self._entry(variant)["search"] = note
