@@ -21,6 +21,8 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from .rundir import RunDir
+
 
 @dataclass
 class Predictions:
@@ -147,3 +149,15 @@ def misclassified(pred: Predictions, use_tta: bool = False, limit: int = 12) -> 
         }
         for i in wrong
     ]
+
+
+def fp32_reference(run: RunDir, name: str) -> Predictions:
+    """The fp32 model's test predictions: single view end to end in PyTorch (the benchmark stage), TTA
+    views from training's cached prefix features where the model uses TTA (recorded as such)."""
+    cached = Predictions.load(run.predictions(name, "fp32"))
+    e2e_path = run.predictions(name, "fp32-e2e")
+    if not e2e_path.exists():
+        return cached
+    probs = cached.probs.copy()
+    probs[0] = Predictions.load(e2e_path).single
+    return Predictions(probs, cached.labels, cached.paths, cached.classes)

@@ -14,6 +14,8 @@ import platform
 import time
 from collections.abc import Iterable
 
+from .rundir import RunDir, read_json
+
 FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 
@@ -128,3 +130,12 @@ def machine_record(threads: int, reference: bool = True) -> dict:
     if reference:
         record["mobilenet_v2_eager_ms"] = round(reference_latency_ms(threads), 2)
     return record
+
+
+def machine_of(run: RunDir, threads: int) -> dict:
+    """The machine record the pipeline wrote to run.json (detected here if the notebook runs alone)."""
+    if run.run_json.exists():
+        machine = read_json(run.run_json).get("machine")
+        if machine:
+            return machine
+    return machine_record(threads, reference=False)

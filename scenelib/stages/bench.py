@@ -19,13 +19,13 @@ from ..benchmark import (
 )
 from ..claims import interval_columns
 from ..decoded import split_images
-from ..evaluation import Predictions, classification_metrics
+from ..evaluation import Predictions, classification_metrics, fp32_reference
+from ..hardware import machine_of
 from ..models import load_checkpoint
 from ..rundir import RunDir, read_json, write_json
 from ..splits import read_manifest
 from ..training import count_params
 from ..transforms import views
-from .quantize import fp32_reference, machine_of
 from .variants import EAGER_BATCH, bulk_eager_runner, predict
 
 THROUGHPUT_BATCH = 32

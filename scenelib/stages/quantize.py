@@ -18,8 +18,8 @@ from .. import ensemble, journal, progress
 from ..benchmark import time_interleaved
 from ..claims import interval_columns, not_shown
 from ..decoded import split_images
-from ..evaluation import Predictions, accuracy_and_f1
-from ..hardware import machine_record
+from ..evaluation import Predictions, accuracy_and_f1, fp32_reference
+from ..hardware import machine_of
 from ..recipes import NOT_RECOMMENDED
 from ..rundir import FP32_SOURCE, RESULT_COLUMNS, VARIANTS, RunDir, read_json, write_json
 from ..splits import read_manifest
@@ -31,15 +31,6 @@ TEST_COLUMNS = [
     c for c in RESULT_COLUMNS if c.startswith(("accuracy", "macro_f1")) and not c.endswith(("_mean", "_std"))
 ]
 TTA_BUDGET_S = 60.0  # a variant slower than this over all test views is evaluated on the plain view only
-
-
-def machine_of(run: RunDir, threads: int) -> dict:
-    """The machine record the pipeline wrote to run.json (detected here if the notebook runs alone)."""
-    if run.run_json.exists():
-        machine = read_json(run.run_json).get("machine")
-        if machine:
-            return machine
-    return machine_record(threads, reference=False)
 
 
 def slower_than_source(status: str, timing, own) -> str:
@@ -129,18 +120,6 @@ def evaluate_on_test(mv: ModelVariants, rounds: int, tta_budget_s: float) -> dic
         Predictions(probs, reference.labels, reference.paths, reference.classes).save(path)
         entry["eval_seconds"] = time.perf_counter() - start
     return timings
-
-
-def fp32_reference(run: RunDir, name: str) -> Predictions:
-    """The fp32 model's test predictions: single view end to end in PyTorch (the benchmark stage), TTA
-    views from training's cached prefix features where the model uses TTA (recorded as such)."""
-    cached = Predictions.load(run.predictions(name, "fp32"))
-    e2e_path = run.predictions(name, "fp32-e2e")
-    if not e2e_path.exists():
-        return cached
-    probs = cached.probs.copy()
-    probs[0] = Predictions.load(e2e_path).single
-    return Predictions(probs, cached.labels, cached.paths, cached.classes)
 
 
 def quantize_model(
