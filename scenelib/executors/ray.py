@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .executors import (
+from .base import (
     REPO,
     ExecutorError,
     Failure,

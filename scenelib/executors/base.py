@@ -1,9 +1,9 @@
-"""Where a stage's notebook runs. ``pipeline.py`` decides what runs and in which order, never where.
+"""The executors' base: a notebook job, how it runs on this machine, and how a failure is described.
 
 The local executor runs a Jupytext notebook through papermill in a kernel on this machine. The kernel
 imports ``scenelib`` from the checkout that runs it (its root first on ``PYTHONPATH``), not whichever copy
-the virtual environment happens to have installed. The Ray executor (``ray_executor.py``, an optional
-extra) runs the trainings of many models as Ray tasks, each doing exactly what the local executor does.
+the virtual environment happens to have installed. Other executors (``ray.py``) build on this module and
+never the reverse.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .journal import PIPELINE_ENV
-from .progress import PROGRESS_ENV
+from ..journal import PIPELINE_ENV
+from ..progress import PROGRESS_ENV
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
-EXECUTORS = ("local", "ray")
 
 
 class ExecutorError(RuntimeError):
@@ -154,14 +153,3 @@ def describe_failure(exc: Exception) -> tuple[str, str]:
     cell = getattr(exc, "exec_count", None)
     where = f" (cell {cell})" if cell is not None else ""
     return name, (value[0] if value else "")[:300] + where
-
-
-def make_executor(name: str, address: str = "", threads: int = 1, device: str = "cpu"):
-    """``local`` or ``ray`` (which starts or joins a Ray instance now); release it with ``close()``."""
-    if name == "ray":
-        from .ray_executor import RayExecutor
-
-        return RayExecutor(address, threads, device)
-    if name != "local":
-        raise ExecutorError(f"unknown executor {name!r}; valid: {', '.join(EXECUTORS)}")
-    return LocalExecutor()
