@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -234,7 +234,9 @@ if run.quantization_json.exists():
     display(plots.quantization_before_after(qv[qv.latency_ms.notna()]))
     caption(
         "Latency (batch 1, the four variants of a model timed interleaved in one session) and test accuracy of "
-        "each variant; × and pt compare each variant with its own runtime's fp32 (negative pt = lost accuracy)."
+        "each variant; × names the variant it compares with (ONNX INT8 with ONNX fp32, the others with eager "
+        "fp32, and PyTorch INT8 also with ONNX fp32, the faster baseline it must beat); pt compares with the "
+        "same fp32 source (negative = lost accuracy)."
     )
     display(rp.variants_table(qv))
     cut = [e["search"] for m in qrecord["models"].values() for e in m["variants"].values() if e.get("search")]

@@ -187,7 +187,10 @@ def test_quantization_before_after(tmp_path: Path, benchmark: pd.DataFrame) -> N
     fig = plots.quantization_before_after(benchmark)
     lat_ax, acc_ax = fig.axes
     assert len(lat_ax.patches) == len(benchmark)
-    assert " ×2.73" in [t.get_text() for t in lat_ax.texts]  # 60 ms / 22 ms
+    texts = [t.get_text() for t in lat_ax.texts]
+    # PyTorch INT8 against eager fp32 and against ONNX fp32, the faster baseline it must beat; each names it
+    assert " ×2.73 vs fp32, ×2.05 vs onnx-fp32" in texts  # 60 / 22 ms, 45 / 22 ms
+    assert " ×1.33 vs fp32" in texts  # onnx-fp32 against eager: 60 / 45 ms
     assert any("(-2.20 pt)" in t.get_text() for t in acc_ax.texts)  # 88.0 % vs 90.2 %
     check(fig, 2, tmp_path)
     # Frames built from JSON carry None for a failed variant, which makes the column object-typed.
