@@ -7,11 +7,15 @@ these convolution stacks (it falls back to PyTorch, channels-last, if the export
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import math
+import os
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -142,6 +146,43 @@ def make_runner(
     return torch_runner(module), "torch"
 
 
+class CacheAllocator:
+    """Where the feature cache's arrays live: in RAM while their total stays within ``budget`` bytes, else
+    in a memory-mapped file under ``folder``, whose pages the kernel writes back and drops under memory
+    pressure instead of the process running out of memory. The file is unlinked as soon as it is mapped:
+    nothing is left behind, even when the process is killed. ``spilled`` lists the splits put on disk."""
+
+    def __init__(self, budget: int, folder: Path | None) -> None:
+        self.budget, self.folder = budget, folder
+        self.in_ram = 0
+        self.spilled: list[str] = []
+
+    def __call__(self, shape: tuple[int, ...], dtype: torch.dtype, name: str) -> torch.Tensor:
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        if self.folder is None or self.in_ram + nbytes <= self.budget:
+            self.in_ram += nbytes
+            return torch.empty(shape, dtype=dtype)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        prefix = f"features-{name.replace(' ', '-')}-"
+        fd, path = tempfile.mkstemp(prefix=prefix, suffix=".bin", dir=self.folder)
+        os.close(fd)
+        np_dtype = torch.empty((), dtype=dtype).numpy().dtype
+        array = np.memmap(path, dtype=np_dtype, mode="w+", shape=shape)
+        with contextlib.suppress(OSError):  # Windows keeps a mapped file: it then stays until deleted
+            os.unlink(path)
+        self.spilled.append(name)
+        return torch.from_numpy(array)
+
+
+def spilling_allocator(budget: int | None = None) -> CacheAllocator:
+    """The feature cache's allocator: RAM up to ``memory.cache_ram_budget()``, then a memory-mapped file in
+    ``<cache folder>/features`` (``$SCENELIB_CACHE_DIR``, else ``~/.cache/scenelib``)."""
+    from .integrity import cache_dir
+    from .memory import cache_ram_budget
+
+    return CacheAllocator(cache_ram_budget() if budget is None else budget, cache_dir() / "features")
+
+
 # Images per call when ONNX Runtime runs many images on the CPU (the feature cache, validation and test
 # passes). Small batches keep a layer's activations in the CPU's cache: on a 2-core AVX2 EPYC, per image and
 # interleaved, MobileNetV2's frozen prefix took 6.4 ms at batch 4 against 6.9 at 16, EfficientNet-Lite0's
@@ -160,11 +201,13 @@ def extract_views(
     desc: str = "features",
     needed: Sequence[torch.Tensor] | None = None,
     dtype: torch.dtype = torch.float16,
+    allocate: Callable[[tuple[int, ...], torch.dtype, str], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Run ``runner`` over every view of every image -> ``dtype`` tensor [V, N, ...] (fp16 for feature caches,
     fp32 for predictions that are compared across runtimes). With ``needed`` (per view,
     the indices of the images wanted in it) only those entries are computed; the others are NaN, so reading
-    one by mistake shows up as a NaN loss rather than as silently wrong features."""
+    one by mistake shows up as a NaN loss rather than as silently wrong features. ``allocate(shape, dtype,
+    desc)`` makes the output array (default: ``torch.empty``; ``CacheAllocator`` spills large ones to disk)."""
     out: torch.Tensor | None = None
     wanted = [torch.arange(len(images)) for _ in views] if needed is None else list(needed)
     wanted += [torch.empty(0, dtype=torch.long)] * (len(views) - len(wanted))
@@ -176,7 +219,7 @@ def extract_views(
                 feats = torch.from_numpy(runner(batch.numpy())).to(dtype)
                 if out is None:
                     shape = (len(views), len(images), *feats.shape[1:])
-                    out = torch.empty(shape, dtype=dtype)
+                    out = allocate(shape, dtype, desc) if allocate else torch.empty(shape, dtype=dtype)
                     if needed is not None:
                         out.fill_(math.nan)
                 out[v, idx] = feats

@@ -25,7 +25,7 @@ from torch import nn
 
 from . import progress
 from .devices import amp_dtype, autocast, grad_scaler, prepare
-from .features import BULK_BATCH, device_runner, extract_views, make_runner
+from .features import BULK_BATCH, device_runner, extract_views, make_runner, spilling_allocator
 from .hardware import cpu_features
 from .models import AUX_LOSS_WEIGHT, STRATEGIES, HeadConfig, ModelSpec, SceneClassifier
 from .probe import linear_probe, pooled_features
@@ -421,13 +421,19 @@ def feature_cache(
 ) -> dict[str, torch.Tensor]:
     """The frozen prefix's outputs per split, [V, N, ...] fp16: training images in every view of
     ``train_views`` (only the ``needed`` pairs, if given: ``needed_pairs``), validation and test in every
-    ``test_views`` view (TTA, which validation decides on)."""
+    ``test_views`` view (TTA, which validation decides on). Beyond the RAM budget (``memory.py``) the
+    arrays are memory-mapped files (``features.spilling_allocator``)."""
+    alloc = spilling_allocator()
     return {
         "train": extract_views(
-            runner, splits["train"].images, mean, std, train_views, batch, desc="cache train", needed=needed
+            runner, splits["train"].images, mean, std, train_views, batch, "cache train", needed, allocate=alloc
         ),
-        "val": extract_views(runner, splits["val"].images, mean, std, test_views, batch, desc="cache val"),
-        "test": extract_views(runner, splits["test"].images, mean, std, test_views, batch, desc="cache test"),
+        "val": extract_views(
+            runner, splits["val"].images, mean, std, test_views, batch, desc="cache val", allocate=alloc
+        ),
+        "test": extract_views(
+            runner, splits["test"].images, mean, std, test_views, batch, desc="cache test", allocate=alloc
+        ),
     }
 
 
