@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import math
+import shlex
 from dataclasses import dataclass
 
 from .claims import claims, int8_verdict
@@ -29,6 +30,7 @@ RUNTIMES = {
 
 @dataclass
 class Verdict:
+    run_dir: str
     model: str
     variant: str  # the recommended deployment: a key of RUNTIMES
     file: str  # the deployed file, relative to the run directory
@@ -81,6 +83,7 @@ def verdict(run: RunDir) -> Verdict | None:
     n_val = int(quant.get(model, {}).get("variants", {}).get("onnx-fp32", {}).get("val_images") or 0)
     ci = (row["accuracy_ci_low"], row["accuracy_ci_high"]) if row.get("accuracy_ci_low") is not None else None
     return Verdict(
+        run_dir=str(run.root),
         model=model,
         variant=variant,
         file=deployed_file(run, model, variant),
@@ -158,6 +161,10 @@ def lines(v: Verdict) -> list[str]:
     ]
     if tta:
         out.append(f"- {tta}")
+    out.append(
+        f"- **Use it**: `scenelib predict IMAGES --model {esc(shlex.quote(v.run_dir))}` (the bundle: "
+        f"`deploy/{esc(v.model)}/`, see Deploying the best model)."
+    )
     return out
 
 
