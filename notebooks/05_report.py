@@ -315,4 +315,6 @@ display(
 )
 if sm.journal_note(run):
     display(Markdown(sm.journal_note(run)))
-rp.stage_times(run).style.format({"seconds": "{:.0f}"}).hide(axis="index")
+rp.stage_times(run).style.format(
+    {"seconds": "{:.0f}", "planned seconds": "{:.0f}", "peak RSS MB": "{:.0f}"}, na_rep="–"
+).hide(axis="index")

@@ -111,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibration-images", type=int, default=256, help="training images used to calibrate INT8"
     )
     p.add_argument("--download", action="store_true", help="download the dataset if missing (needs internet)")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=0,
+        metavar="MINUTES",
+        help="how long the run may take: the plan printed before training keeps the models that fit, most "
+        "informative first, and skips the others with the command that includes them (default: 30 on a "
+        "CPU, 120 on a GPU; models named in --models are skipped only when this is given)",
+    )
     return p
 
 
@@ -143,6 +152,7 @@ class RunConfig:
     executor: str = "local"
     ray_address: str = ""
     input_size: int = 0  # 0: each model's native size
+    time_budget: float = 0.0  # minutes; 0: plan.DEFAULT_BUDGET_MIN for the device
     argv: list[str] = field(default_factory=list)
 
 
@@ -194,6 +204,8 @@ def _check_choices(args: argparse.Namespace) -> None:
         )
     for name in ("epochs", "threads", "batch_size", "calibration_images", "lr", "repeats"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
+    if args.time_budget < 0:
+        raise UsageError(f"--time-budget must be 0 (the default) or more minutes, got {args.time_budget}")
     if args.seed < 0:
         raise UsageError(f"--seed must be 0 or more, got {args.seed}")
     if args.resume and args.force:
@@ -308,5 +320,6 @@ def parse_config(argv: list[str]) -> RunConfig:
         executor=args.executor,
         ray_address=args.ray_address,
         input_size=args.input_size,
+        time_budget=args.time_budget,
         argv=list(argv),
     )

@@ -21,6 +21,7 @@ from .cli import REPO, RunConfig, UsageError, parse_config
 from .datasets import DatasetNotFoundError, load_dataset
 from .executors import NOTEBOOKS, ExecutorError, Interrupts, make_executor
 from .integrity import data_fingerprint
+from .plan import plan_training
 from .repeats import RANDOM_ONLY, prepare_repeat
 from .repeats import summarize as summarize_repeats
 from .rundir import (
@@ -218,6 +219,8 @@ def _run_stages(cfg: RunConfig, run: RunDir, dataset, executor) -> int:
         for model in cfg.models
     ]
     outcomes = {c.model: runner.skip(c, SKIP_ON, why) for c, why in _without_weights(cfg, run, calls)}
+    # the plan: estimated times and memory, printed and kept in run.json; models over --time-budget skipped
+    outcomes.update(plan_training(cfg, run, runner, [c for c in calls if c.model not in outcomes], augmentation))
     to_train = [c for c in calls if c.model not in outcomes]
     outcomes.update(zip([c.model for c in to_train], runner.stages(to_train), strict=True))
     for model in cfg.models:

@@ -28,15 +28,23 @@ from .models import MODELS, build_classifier
 # "prefix": the frozen prefix in ONNX Runtime, 4 images a call (the feature cache); "train": forward,
 # backward and AdamW step of the trainable suffix at batch 32; "eager": the whole model in eager PyTorch
 # (benchmark and INT8 evaluation). Measured interleaved on a 2-core CPU (benchmarks/plan_calibration.py,
-# benchmarks/results/plan_calibration-*.csv); models not listed take DEFAULT_RATIOS.
+# benchmarks/results/plan_calibration-*.csv), by ratios_for: the model's own, its family's, else the defaults.
 CALIBRATION: dict[str, dict[str, float]] = {
-    "mobilenet_v2": {"prefix": 0.55, "train": 2.2, "eager": 1.0},
-    "efficientnet_lite0": {"prefix": 0.55, "train": 2.2, "eager": 1.0},
-    "resnet50": {"prefix": 0.33, "train": 1.2, "eager": 0.33},
-    "densenet121": {"prefix": 0.45, "train": 1.8, "eager": 0.55},
-    "simple_cnn": {"prefix": 0.5, "train": 2.0, "eager": 0.5},
+    "mobilenet_v2": {"prefix": 0.083, "train": 1.2, "eager": 0.83},
+    "efficientnet_lite0": {"prefix": 0.079, "train": 0.41, "eager": 1.03},
+    "resnet50": {"prefix": 0.039, "train": 0.24, "eager": 0.28},
+    "densenet121": {"prefix": 0.029, "train": 3.1, "eager": 0.39},
+    "simple_cnn": {"prefix": 0.08, "train": 0.53, "eager": 0.61},
 }
-DEFAULT_RATIOS = {"prefix": 0.4, "train": 1.5, "eager": 0.45}
+# Unmeasured models take the ratios of the measured one of their family, else DEFAULT_RATIOS.
+FAMILY = {
+    "resnet": "resnet50",
+    "wide_resnet": "resnet50",
+    "densenet": "densenet121",
+    "efficientnet": "efficientnet_lite0",
+    "mobilenet": "mobilenet_v2",
+}
+DEFAULT_RATIOS = {"prefix": 0.06, "train": 1.0, "eager": 0.5}
 STAGE_START_S = 12.0  # a notebook kernel's start, imports and the stage's own file reads
 TRAIN_FIXED_S = 6.0  # per training: weights, ONNX export of the prefix, checkpoint and predictions files
 BENCH_CALLS = {True: 60, False: 220}  # batch-1-equivalent calls timed per model (quick, full)
@@ -58,6 +66,14 @@ INFORMATIVE = (
     "efficientnet_b0",
 )
 DEFAULT_BUDGET_MIN = {"cpu": 30.0, "gpu": 120.0}
+
+
+def ratios_for(name: str) -> dict[str, float]:
+    """The calibration ratios of ``name``: its own, else its family's, else the defaults."""
+    if name in CALIBRATION:
+        return CALIBRATION[name]
+    family = next((m for prefix, m in FAMILY.items() if name.startswith(prefix)), None)
+    return CALIBRATION[family] if family else DEFAULT_RATIOS
 
 
 @dataclass
@@ -160,7 +176,7 @@ def estimate_model(
         cut = 0
     prefix, suffix = sum(macs[:cut]) / 1e9, (sum(macs[cut:]) + head_macs) / 1e9
     whole = prefix + suffix
-    ratios = {**DEFAULT_RATIOS, **CALIBRATION.get(name, {})}
+    ratios = ratios_for(name)
     per_gmac = ref_ms / 1e3 / reference_gmacs()  # seconds per GMAC at the reference's rate
     test_views = n_views if tta else 1
     n_train, n_val, n_test = counts["train"], counts["val"], counts["test"]
@@ -176,7 +192,8 @@ def estimate_model(
     infer_images = epochs * n_val + (n_val + n_test) * test_views
     if cut == 0:  # full and scratch: whole images through the whole network, augmented on the fly
         suffix = whole
-    train_s = (steps_images * suffix * ratios["train"] + infer_images * suffix * ratios["eager"]) * per_gmac
+    # forward passes in batches: a third of a training step's forward, backward and update
+    train_s = (steps_images + infer_images / 3) * suffix * ratios["train"] * per_gmac
     train_s = STAGE_START_S + TRAIN_FIXED_S + cache_s + train_s * device_factor
     eager_s = whole * per_gmac * ratios["eager"]
     bench_s = (n_test + BENCH_CALLS[quick]) * eager_s

@@ -258,18 +258,33 @@ def reference_comparison(run: RunDir) -> pd.DataFrame:
 
 
 def stage_times(run: RunDir) -> pd.DataFrame:
-    """Seconds per stage from run.json, with their total (the report renders before run.json's last write,
-    so the report stage itself is not in it)."""
+    """Seconds per stage from run.json, beside the plan's estimate made before training and the peak
+    resident memory of the run's processes while the stage ran, with their total (the report renders before
+    run.json's last write, so the report stage itself is not in it)."""
     info = read_json(run.run_json)
+    planned = (info.get("plan") or {}).get("stages", {})
+    rss = info.get("stage_peak_rss_mb", {})
     rows = [
-        {"stage": k, "seconds": v, "status": info.get("stage_status", {}).get(k, "")}
+        {
+            "stage": k,
+            "seconds": v,
+            "planned seconds": planned.get(k),
+            "peak RSS MB": rss.get(k),
+            "status": info.get("stage_status", {}).get(k, ""),
+        }
         for k, v in info.get("stage_seconds", {}).items()
     ]
     if rows:
         rows.append(
-            {"stage": "total of the stages above", "seconds": sum(r["seconds"] for r in rows), "status": ""}
+            {
+                "stage": "total of the stages above",
+                "seconds": sum(r["seconds"] for r in rows),
+                "planned seconds": sum(r["planned seconds"] or 0 for r in rows) if planned else None,
+                "peak RSS MB": max((r["peak RSS MB"] or 0 for r in rows), default=None) or None,
+                "status": "",
+            }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["stage", "seconds", "planned seconds", "peak RSS MB", "status"])
 
 
 def split_accuracy_table(run: RunDir) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .cli import RunConfig
 from .executors import Interrupts, Job, run_job
+from .memory import peak_rss
 from .progress import Watcher
 from .rundir import DamagedFileError, RunDir, read_json, write_json
 from .stage_outputs import problem
@@ -34,6 +35,7 @@ class StageOutcome:
     name: str
     status: str  # "ok", "skipped: ...", "failed: ...", "cached"
     seconds: float
+    peak_rss_mb: float | None = None  # the run's processes together, sampled while the stage ran
 
 
 @dataclass
@@ -89,9 +91,9 @@ class Runner:
         if cached:
             return cached
         start, job = time.perf_counter(), self._job(call)
-        with Watcher({call.title: job.progress}):
+        with Watcher({call.title: job.progress}), peak_rss() as rss:
             failure = run_job(job, self.executor)
-        return self._finish_heeding_ctrl_c(call, failure, time.perf_counter() - start)
+        return self._finish_heeding_ctrl_c(call, failure, time.perf_counter() - start, rss)
 
     def skip(self, call: StageCall, name: str, message: str) -> StageOutcome:
         """Record ``call`` as skipped for a reason known before it runs (no kernel is started)."""
@@ -156,16 +158,18 @@ class Runner:
         self.log(f"{call.title}: running")
         return None
 
-    def _finish_heeding_ctrl_c(self, call: StageCall, failure, seconds: float) -> StageOutcome:
+    def _finish_heeding_ctrl_c(self, call: StageCall, failure, seconds: float, rss=None) -> StageOutcome:
         """``_finish``, unless a Ctrl-C arrived meanwhile: a stage that failed because of it is not its
         model's failure (nothing is recorded); a stage that finished is kept, then the run stops."""
         if Interrupts.seen and failure is not None:
             raise KeyboardInterrupt
-        outcome = self._finish(call, failure, seconds)
+        outcome = self._finish(call, failure, seconds, rss.peak_mb if rss is not None else None)
         Interrupts.raise_if_seen()
         return outcome
 
-    def _finish(self, call: StageCall, failure: tuple[str, str] | None, seconds: float) -> StageOutcome:
+    def _finish(
+        self, call: StageCall, failure: tuple[str, str] | None, seconds: float, peak_mb: float | None = None
+    ) -> StageOutcome:
         if failure is None:
             status = "ok"
             self.run.mark_stage_done(call.key, call.marker, seconds)
@@ -175,7 +179,7 @@ class Runner:
         self.log(f"{call.title}: {status} ({seconds:.0f} s)")
         if status.startswith("failed"):
             print(f"    see {self.run.executed_notebook(call.stage, call.model)}", flush=True)
-        outcome = StageOutcome(call.key, status, seconds)
+        outcome = StageOutcome(call.key, status, seconds, peak_mb)
         self.outcomes.append(outcome)
         write_run_json(self.cfg, self.run, self.start, self.outcomes, None, time.perf_counter() - self.t0)
         return outcome
@@ -225,10 +229,13 @@ def write_run_json(
         machine = {**machine_record(cfg.threads), "detected_at": start}
     stage_seconds = dict(previous.get("stage_seconds", {}))
     stage_status = dict(previous.get("stage_status", {}))
+    stage_rss = dict(previous.get("stage_peak_rss_mb", {}))
     for o in outcomes:
         if o.status != "cached":
             stage_seconds[o.name] = round(o.seconds, 1)
             stage_status[o.name] = o.status
+            if o.peak_rss_mb is not None:
+                stage_rss[o.name] = o.peak_rss_mb
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.__dict__.items() if k != "argv"}
     produced = {
         "command": " ".join(["python", "run_all.py", *map(shlex.quote, cfg.argv)]),
@@ -255,6 +262,8 @@ def write_run_json(
             "resumed_at": _resumes(previous, start) if cfg.resume else [],
             "stage_seconds": stage_seconds,
             "stage_status": stage_status,
+            "stage_peak_rss_mb": stage_rss,
+            "plan": previous.get("plan"),  # plan.py's estimates, written once training is planned
             "wall_seconds": round(wall, 1) if wall is not None else None,
         },
     )
