@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Explore, train, benchmark, quantize and report, as executed notebooks in one run directory.",
     )
     p.add_argument(
-        "--dataset", required=True, help="dataset name (ucmerced, intel, eurosat, cifar10, folder)"
+        "--dataset",
+        help="dataset name (ucmerced, intel, eurosat, cifar10, folder); with --only report, the run's own",
     )
     p.add_argument("--data-dir", help="data folder (default: $SCENELIB_DATA_DIR, else ./data)")
     p.add_argument(
@@ -270,11 +271,33 @@ def _check_paths(data_dir: Path, output: Path) -> None:
         )
 
 
+def _dataset_of_run(args: argparse.Namespace) -> None:
+    """--only report without --dataset / --data-dir: the run's own, from its run.json (re-rendering reads
+    the run directory alone; the images need not be there)."""
+    if args.dataset and (args.data_dir or not args.only):
+        return
+    if not args.only:
+        raise UsageError("the following argument is required: --dataset")
+    if not args.output:
+        raise UsageError("--only report needs --output pointing at a finished run directory")
+    from .atomic import DamagedFileError, read_json
+
+    try:
+        params = read_json(Path(args.output).expanduser() / "run.json").get("parameters") or {}
+    except (OSError, DamagedFileError) as exc:
+        raise UsageError(f"--only report: {args.output} has no readable run.json ({exc})") from None
+    args.dataset = args.dataset or params.get("dataset")
+    args.data_dir = args.data_dir or params.get("data_dir")
+    if not args.dataset:
+        raise UsageError(f"--only report: {args.output}/run.json does not name its dataset; add --dataset")
+
+
 def parse_config(argv: list[str]) -> RunConfig:
     """Validate everything before anything is written."""
     from datetime import datetime
 
     args = build_parser().parse_args(argv)
+    _dataset_of_run(args)
     try:
         check_dataset_name(args.dataset)
     except ValueError as exc:

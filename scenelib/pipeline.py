@@ -82,22 +82,9 @@ def prepare_run_dir(cfg: RunConfig) -> tuple[RunDir, bool]:
 
 
 def run_pipeline(cfg: RunConfig) -> int:
-    try:
-        dataset = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
-    except DatasetNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    dataset = None if cfg.only else _checked_dataset(cfg)  # re-rendering reads the run directory alone
+    if dataset is None and not cfg.only:
         return 2
-    try:
-        check_split_feasible(
-            dataset, cfg.split or dataset.default_split, QUICK_IMAGES_PER_CLASS if cfg.quick else None
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if cfg.repeats > 1 and (cfg.split or dataset.default_split) == RANDOM_ONLY:
-        raise UsageError(
-            f"--repeats {cfg.repeats} needs a random split, and {cfg.dataset}'s default is its official one: "
-            "add --split 70/30 (or 80/20, 80/10/10)"
-        )
     # Ray is started (or its cluster reached) before the run directory is made: a bad address writes nothing.
     executor = make_executor("local" if cfg.only else cfg.executor, cfg.ray_address, cfg.threads, cfg.device)
     try:
@@ -111,6 +98,27 @@ def run_pipeline(cfg: RunConfig) -> int:
             return _run_stages(cfg, run, dataset, executor)
     finally:
         executor.close()
+
+
+def _checked_dataset(cfg: RunConfig):
+    """The dataset, its split and --repeats checked before anything is written; None (said) if not found."""
+    try:
+        dataset = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
+    except DatasetNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    try:
+        check_split_feasible(
+            dataset, cfg.split or dataset.default_split, QUICK_IMAGES_PER_CLASS if cfg.quick else None
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if cfg.repeats > 1 and (cfg.split or dataset.default_split) == RANDOM_ONLY:
+        raise UsageError(
+            f"--repeats {cfg.repeats} needs a random split, and {cfg.dataset}'s default is its official one: "
+            "add --split 70/30 (or 80/20, 80/10/10)"
+        )
+    return dataset
 
 
 def _check_renderable(run: RunDir) -> None:
