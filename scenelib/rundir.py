@@ -94,19 +94,54 @@ def remove_leftovers(root: Path) -> list[Path]:
 
 
 RUN_DIR_ENV = "SCENELIB_RUN_DIR"
-REPORTS = Path(__file__).resolve().parent.parent / "reports"
+START_DIR_ENV = "SCENELIB_START_DIR"  # `make lab` sets it: the folder a relative run directory is read from
+REPORTS = Path(__file__).resolve().parent.parent / "reports"  # the installed package's own reports/
+
+
+class RunDirNotFound(FileNotFoundError):
+    """No run directory where a notebook looked; shown in a notebook as its one-line message."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython: print this instead of a traceback
+        return [f"{type(self).__name__}: {self}"]
+
+
+def repository_root(start: str | os.PathLike | None = None) -> Path:
+    """The scenelib checkout being worked in: the nearest folder at or above ``start`` (default: the working
+    directory, a kernel's being its notebook's folder) that holds ``run_all.py`` and ``notebooks/``; else
+    the one the package is installed from. Two clones sharing a venv each open their own runs."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "run_all.py").is_file() and (folder / "notebooks").is_dir():
+            return folder
+    return REPORTS.parent
+
+
+def _resolve(path: str | os.PathLike) -> Path:
+    """A relative run directory is read from ``$SCENELIB_START_DIR`` (where `make lab` was started), else
+    the working directory; where no run is found there, from the repository root."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    bases = [Path(os.environ.get(START_DIR_ENV) or os.getcwd()), repository_root()]
+    for base in bases:
+        if (base / path / "run.json").is_file():
+            return base / path
+    return bases[0] / path
 
 
 def open_run(run_dir: str | os.PathLike = "") -> RunDir:
     """The run a notebook works on: ``run_dir`` if given, else ``$SCENELIB_RUN_DIR``, else the newest
-    ``reports/<dataset>/latest``; a folder that is not a run directory is one clear error."""
-    path = run_dir or os.environ.get(RUN_DIR_ENV, "")
-    if not path:
-        latest = sorted(REPORTS.glob("*/latest"), key=lambda p: p.stat().st_mtime if p.exists() else 0)
-        path = latest[-1].resolve() if latest else ""
-    if not path or not (Path(path) / "run.json").is_file():
+    ``reports/<dataset>/latest`` of the repository being worked in (``repository_root``). A folder that is
+    not a run directory is one short error (``RunDirNotFound``)."""
+    given = run_dir or os.environ.get(RUN_DIR_ENV, "")
+    path = _resolve(given) if given else None
+    if path is None:
+        reports = repository_root() / "reports"
+        latest = sorted(reports.glob("*/latest"), key=lambda p: p.stat().st_mtime if p.exists() else 0)
+        path = latest[-1].resolve() if latest else None
+    if path is None or not (path / "run.json").is_file():
         where = f"{path} is not a run directory (no run.json)" if path else "no run directory found"
-        raise FileNotFoundError(
+        raise RunDirNotFound(
             f"{where}: run `make report` first, or set {RUN_DIR_ENV}=<run directory> (or the run_dir parameter)"
         )
     return RunDir(path)
