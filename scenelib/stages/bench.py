@@ -7,7 +7,7 @@ import os
 import numpy as np
 import torch
 
-from .. import ensemble, journal
+from .. import ensemble, journal, progress
 from ..benchmark import (
     count_macs,
     gpu_latency_ms,
@@ -20,6 +20,7 @@ from ..benchmark import (
 from ..claims import interval_columns
 from ..decoded import split_images
 from ..evaluation import Predictions, classification_metrics, fp32_reference
+from ..handrun import check_timing_session
 from ..hardware import machine_of
 from ..models import load_checkpoint
 from ..rundir import RunDir, read_json, write_json
@@ -69,12 +70,17 @@ def end_to_end(run: RunDir, name: str, model, meta: dict) -> dict:
 
 
 def benchmark_stage(run: RunDir, threads: int, quick: bool = False) -> dict:
-    """Write benchmark.json and the fp32 rows' cost columns; returns the benchmark record."""
+    """Write benchmark.json and the fp32 rows' cost columns; returns the benchmark record. Run by hand, it
+    writes nothing when the machine's speed differs from the run's (``handrun.check_timing_session``)."""
     torch.set_num_threads(threads)
+    check_timing_session(run, "03_benchmark", threads)
     rounds = 3 if quick else 10
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     models, cost, metrics, calls, tta_calls, e2e = {}, {}, {}, {}, {}, {}
-    for name in run.trained_models():
+    names = run.trained_models()
+    steps = progress.bar(total=len(names) + 3, desc="03_benchmark", unit="step")
+    for name in names:
+        steps.set_description_str(f"{name}: predictions end to end and cost")
         model, meta = load_checkpoint(run.checkpoint(name))
         size = meta["input_size"]
         models[name] = (model, size)
@@ -93,23 +99,32 @@ def benchmark_stage(run: RunDir, threads: int, quick: bool = False) -> dict:
             "size_mb": state_dict_mb(model),
             "peak_activation_mb": peak_activation_mb(model, x1),
         }
+        steps.update()
     latency: dict[str, dict] = {}
     for n_threads in [threads] if quick else sorted({threads, 1}, reverse=True):
+        steps.set_description_str(f"timing batch 1 at {n_threads} thread(s)")
         torch.set_num_threads(n_threads)
         timings = time_interleaved(calls, warmup=3, rounds=rounds, runs_per_round=3)
         for name, t in timings.items():
             latency.setdefault(name, {})[f"threads_{n_threads}"] = t.summary()
     torch.set_num_threads(threads)
+    steps.update()
+    steps.set_description_str("timing TTA")
     for name, t in time_interleaved(tta_calls, warmup=1, rounds=rounds, runs_per_round=1).items():
         latency[name]["tta_batch"] = t.summary()
     batch_calls = {
         name: torch_infer(m, torch.randn(THROUGHPUT_BATCH, 3, size, size))
         for name, (m, size) in models.items()
     }
+    steps.update()
+    steps.set_description_str(f"timing throughput at batch {THROUGHPUT_BATCH}")
     for name, t in time_interleaved(
         batch_calls, warmup=1, rounds=2 if quick else 4, runs_per_round=1
     ).items():
         cost[name]["throughput_ips"] = THROUGHPUT_BATCH / (t.median / 1000.0)
+    steps.update()
+    steps.close()
+    check_timing_session(run, "03_benchmark", threads, "after timing")
     device_info = read_json(run.run_json).get("device", {"device": "cpu"})
     device = torch.device(device_info["device"])
     if device.type == "cuda":  # the training GPU's own latencies, beside the CPU's

@@ -19,6 +19,7 @@ from ..benchmark import time_interleaved
 from ..claims import interval_columns, not_shown
 from ..decoded import split_images
 from ..evaluation import Predictions, accuracy_and_f1, fp32_reference
+from ..handrun import check_timing_session
 from ..hardware import machine_of
 from ..recipes import NOT_RECOMMENDED
 from ..rundir import FP32_SOURCE, RESULT_COLUMNS, VARIANTS, RunDir, read_json, write_json
@@ -149,6 +150,7 @@ def quantize_model(
     timings = evaluate_on_test(mv, 3 if quick else 10, tta_budget_s)
     steps.update()
     steps.close()
+    check_timing_session(run, "04_quantize", threads, f"after timing {name}")
     info = mv.info
     train = read_json(run.train_json(name))
     rows = []
@@ -212,6 +214,7 @@ def quantize_stage(
     run: RunDir, threads: int, calibration_images: int = 256, quick: bool = False, seed: int = 0
 ) -> dict:
     torch.set_num_threads(threads)
+    check_timing_session(run, "04_quantize", threads)  # by hand: nothing written on a slower machine
     machine = machine_of(run, threads)
     record = {
         "threads": threads,
