@@ -16,7 +16,7 @@ run_dir = ""  # empty: $SCENELIB_RUN_DIR, else the newest reports/<dataset>/late
 import pandas as pd
 from IPython.display import Markdown, display
 
-from scenelib import plots
+from scenelib import journal, plots
 from scenelib import report as rp
 from scenelib import summary as sm
 from scenelib import verdict as vd
@@ -66,6 +66,8 @@ if len(skipped):
 display(Markdown("\n".join(lines)))
 display(Markdown(sm.reading_guide(run)))
 display(Markdown(sm.machine_line(run)))
+if sm.journal_note(run):  # stages re-run by hand after the pipeline: said up front, and again below
+    display(Markdown(sm.journal_note(run)))
 
 # %% [markdown]
 # ## Data
@@ -315,6 +317,7 @@ display(
 )
 if sm.journal_note(run):
     display(Markdown(sm.journal_note(run)))
+journal.record_by_hand(run, "05_report")  # the pipeline records its own render
 rp.stage_times(run).style.format(
     {"seconds": "{:.0f}", "planned seconds": "{:.0f}", "peak RSS MB": "{:.0f}"}, na_rep="–"
 ).hide(axis="index")

@@ -10,8 +10,11 @@ stage that was run by hand.
 from __future__ import annotations
 
 import getpass
+import html
 import json
 import os
+import re
+import shlex
 import socket
 import warnings
 from datetime import datetime, timezone
@@ -46,13 +49,47 @@ def record(run: RunDir, stage: str, model: str | None = None, via: str | None = 
     with open(run.root / JOURNAL_FILE, "a", encoding="utf-8") as fh:  # one short line: appends are atomic
         fh.write(json.dumps(entry) + "\n")
     if entry["via"] == "by hand" and stage != "05_report" and run.report_html.exists():
-        warnings.warn(
+        message = (
             f"{stage} changed this run's files after report.html was rendered, so the report no longer "
-            f"matches them. Re-render it: python run_all.py --output {run.root} --only report",
-            StaleReportWarning,
-            stacklevel=2,
+            f"matches them. Re-render it: {rerender_command(run)}"
         )
+        mark_report_stale(run, f"{stage}{' ' + model if model else ''} at {entry['finished']}: {message}")
+        warnings.warn(message, StaleReportWarning, stacklevel=2)
     return entry
+
+
+def record_by_hand(run: RunDir, stage: str, model: str | None = None) -> dict | None:
+    """``record`` for a notebook that the pipeline follows with its own line (05_report): only by hand."""
+    return None if os.environ.get(PIPELINE_ENV) else record(run, stage, model)
+
+
+def rerender_command(run: RunDir) -> str:
+    """The command that re-renders ``run``'s report from its files alone (no data folder needed)."""
+    return f"python run_all.py --output {shlex.quote(str(run.root))} --only report"
+
+
+STALE_BEGIN, STALE_END = "<!-- scenelib:stale -->", "<!-- /scenelib:stale -->"
+
+
+def mark_report_stale(run: RunDir, note: str) -> None:
+    """A banner at the top of report.html (wherever it is opened, JupyterLab's HTML viewer included) until
+    it is re-rendered; one banner, naming the latest stage that left it behind."""
+    from .atomic import write_text
+
+    try:
+        page = run.report_html.read_text(encoding="utf-8")
+    except OSError:
+        return
+    if STALE_BEGIN in page and STALE_END in page:
+        page = page[: page.index(STALE_BEGIN)] + page[page.index(STALE_END) + len(STALE_END) :]
+    banner = (
+        f'{STALE_BEGIN}<div class="scenelib-stale" style="background:#fff3cd;border:2px solid #c90;'
+        f'padding:0.6em 1em;margin:0 0 1em 0;font:15px sans-serif"><b>This report is out of date.</b> '
+        f"{html.escape(note)}</div>{STALE_END}"
+    )
+    body = re.search(r"<body[^>]*>", page)
+    at = body.end() if body else 0
+    write_text(run.report_html, page[:at] + banner + page[at:])
 
 
 def read(run: RunDir) -> list[dict]:

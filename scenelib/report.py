@@ -103,10 +103,22 @@ def main_table(run: RunDir) -> pd.DataFrame:
 CHOSEN_STYLE = "font-weight: bold; background-color: #dcefd8"
 
 
+# The main table is wider than a notebook: it scrolls sideways in its own box, its headings wrap.
+WIDE_TABLE = 'style="display: block; max-width: 100%; overflow-x: auto"'
+WRAPPED_HEADINGS = [
+    {"selector": "th", "props": "white-space: normal; min-width: 4em; vertical-align: bottom"},
+    {"selector": "caption", "props": "caption-side: bottom; text-align: left"},
+]
+
+
 def metrics_table(run: RunDir, chosen: tuple[str, str] | None = None):
     """The main table, styled: the deployment chosen on validation (``chosen``: model, variant) in bold on
-    green, nothing emphasised by a test column; NaN shown as a dash."""
+    green, nothing emphasised by a test column; NaN shown as a dash. Models that were never trained (all
+    dashes) are one line of text under it instead of rows."""
     table = main_table(run)
+    missing = not_trained(run)
+    if len(missing) and "model" in table.columns:
+        table = table[~table["model"].isin(set(missing.model))]
 
     def emphasis(row: pd.Series) -> list[str]:
         hit = chosen is not None and (row["model"], row["variant"]) == chosen
@@ -123,8 +135,13 @@ def metrics_table(run: RunDir, chosen: tuple[str, str] | None = None):
     fmt.update({"params (M)": "{:.2f}", "GMACs": "{:.3f}"})
     fmt = {k: v for k, v in fmt.items() if k in table.columns}
     styled = table.style.format(fmt, na_rep="–").format(
-        escape="html", subset=["model", "status", "INT8 recipe"]
+        escape="html", subset=[c for c in ("model", "status", "INT8 recipe") if c in table.columns]
     )
+    styled = styled.set_table_attributes(WIDE_TABLE).set_table_styles(WRAPPED_HEADINGS, overwrite=False)
+    if len(missing):
+        styled = styled.set_caption(
+            "Not trained: " + "; ".join(f"{esc(m)} ({esc(st)})" for m, st in zip(missing.model, missing.status))
+        )
     return styled.apply(emphasis, axis=1).hide(axis="index")
 
 
