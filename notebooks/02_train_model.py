@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -14,9 +14,19 @@
 # cached, so each epoch only runs the last blocks and the new head. `linear` freezes the whole backbone;
 # `full` and `scratch` train every layer on the images themselves (slow on a CPU).
 
+# %% [markdown]
+# **Running this notebook retrains `model_name` into the run directory and replaces that model's results**
+# (checkpoint, predictions, its rows of `results.csv`); the benchmark and INT8 stages and the report then no
+# longer match it until they are run again. To experiment without touching a finished run, copy it first and
+# point `run_dir` at the copy.
+
 # %% tags=["parameters"]
 dataset = "ucmerced"
+# model_name: one of densenet121, efficientnet_b0, efficientnet_b3, efficientnet_lite0, efficientnet_lite1,
+# efficientnet_lite2, inception_v3, mobilenet_v2, resnet101, resnet152, resnet50, simple_cnn, squeezenet1_1,
+# vgg16, wide_resnet50_2 (scenelib.models.MODELS)
 model_name = "mobilenet_v2"
+quick = False  # True: one epoch, a smoke test (as run_all.py --quick)
 strategy = "auto"  # linear, partial, full, scratch, or auto (the model's default)
 weights = "auto"  # auto, torchvision, offline, none, or a state-dict file
 epochs = 0  # 0: the strategy's default (8 for partial, 12 for full and scratch)
@@ -53,7 +63,7 @@ outcome = train_stage(
     model_name,
     strategy,
     weights,
-    epochs,
+    1 if quick else epochs,
     lr,
     batch_size,
     augmentation,
