@@ -3,8 +3,8 @@
 A stage notebook opened in JupyterLab and run by hand rewrites its files (``benchmark.json``,
 ``results.csv``, ...) while ``report.html`` and ``run.json`` still tell the earlier story. Every stage
 appends one line here when it finishes, marked ``pipeline`` or ``by hand``; a stage run by hand after the
-report was rendered says so at once, with the command that re-renders the report, and the report lists every
-stage that was run by hand.
+report was rendered says so at once, with the command that re-renders the report, and puts a banner at the
+top of report.html saying so until it is re-rendered; the re-rendered report lists every stage run by hand.
 """
 
 from __future__ import annotations

@@ -125,8 +125,8 @@ def _resolve(path: str | os.PathLike) -> Path:
     bases = [Path(os.environ.get(START_DIR_ENV) or os.getcwd()), repository_root()]
     for base in bases:
         if (base / path / "run.json").is_file():
-            return base / path
-    return bases[0] / path
+            return Path(os.path.abspath(base / path))
+    return Path(os.path.abspath(bases[0] / path))
 
 
 def open_run(run_dir: str | os.PathLike = "") -> RunDir:
