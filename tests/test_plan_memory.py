@@ -79,3 +79,15 @@ def test_ram_budget_and_peak_rss(monkeypatch):
         block = torch.ones(64 * 2**20 // 4)  # 64 MB touched
         del block
     assert rss.peak_mb is not None and rss.peak_mb > 64
+
+
+def test_time_budget_option(tmp_path):
+    import pytest
+
+    from scenelib.cli import UsageError, parse_config
+
+    base = ["--dataset", "folder", "--data-dir", str(tmp_path), "--output", str(tmp_path.parent / "out")]
+    assert parse_config([*base, "--time-budget", "12.5"]).time_budget == 12.5
+    assert parse_config(base).time_budget == 0.0  # the device's default
+    with pytest.raises(UsageError, match="--time-budget"):
+        parse_config([*base, "--time-budget", "-3"])
