@@ -22,6 +22,7 @@ from scenelib import summary as sm
 from scenelib import verdict as vd
 from scenelib.claims import claims
 from scenelib.deploy.bundle import write_bundles
+from scenelib.deploy.card import deploy_note
 from scenelib.repeats import VOTE
 from scenelib.rundir import open_run, read_json
 from scenelib.splits import read_manifest
@@ -140,9 +141,9 @@ if len(spread):
             "spread is what one split cannot show. "
             + (
                 "The last two rows follow the report's own rules in every split: the model its validation "
-                "split ranks first, and its pick when a soft vote of the top models may compete (the "
-                "ensemble's rule: validation accuracy, then validation log-loss), each scored on that split's "
-                "test images"
+                "split ranks first, and its pick when a soft vote may compete (the ensemble's rule: models "
+                "validation cannot tell from the best, a vote only when strictly more accurate on validation), "
+                "each scored on that split's test images"
                 if VOTE in set(spread["model"])
                 else "The last row follows the report's own rule in every split: the model its validation "
                 "split ranks first, scored on that split's test images"
@@ -255,7 +256,7 @@ if rp.references_for(run):
 
 # %%
 if facts:
-    display(Markdown(rp.deploy_note(run, write_bundles(run, facts), facts)))
+    display(Markdown(deploy_note(run, write_bundles(run, facts), facts)))
 
 # %% [markdown]
 # ## This run next to the seed study

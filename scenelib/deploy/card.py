@@ -3,6 +3,9 @@ accurate and fast the run measured it, where its weights come from, and how to r
 
 from __future__ import annotations
 
+import html
+import shlex
+
 from ..rundir import RunDir, read_json
 
 TORCHVISION_TERMS = (
@@ -145,3 +148,44 @@ def model_card(run: RunDir, meta: dict, train: dict, facts: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def deploy_note(run: RunDir, bundles: dict, facts: dict) -> str:
+    """Markdown: each recommended deployment's bundle (``deploy/bundle.py``) and the one-line command that
+    classifies a folder of images with it."""
+    if not bundles:
+        return "No bundle was written: no trained model has an ONNX export (see the quantization section)."
+    lines = []
+    for model, path in bundles.items():
+        meta = read_json(path / "bundle.json")
+        role = (
+            "the best model on validation" if model == facts["best"] else "the fastest within a point of it"
+        )
+        files = ", ".join(f"`{f}`" for f in meta["files"] if f.endswith(".onnx"))
+        mb = sum(p.stat().st_size for p in path.iterdir() if p.is_file()) / 2**20
+        note = f" ({html.escape(meta['recommendation_note'])})" if meta["recommendation_note"] else ""
+        lines.append(
+            f"- **{html.escape(model)}**, {role}, deployed as **{meta['recommended']}**{note}: "
+            f"`{path.relative_to(run.root)}/` ({mb:.1f} MB: {files}, class names, the pipeline's "
+            "preprocessing and a model card, `README.md`)."
+        )
+    best = next(iter(bundles))
+    root, rel = shlex.quote(str(run.root)), bundles[best].relative_to(run.root)
+    return "\n".join(
+        [
+            *lines,
+            "",
+            "Classify a folder of images (recursively) into a CSV of the top classes, with the run's recommended "
+            "deployment; `--help` lists `--top-k`, `--batch-size`, `--variant` and `--tta`:",
+            "",
+            "```bash",
+            f"scenelib predict path/to/images/ --model {root} --output predictions.csv",
+            "```",
+            "",
+            "Or with the bundle alone, copied to any machine with `onnxruntime`, NumPy and Pillow:",
+            "",
+            "```bash",
+            f"python {rel}/predict.py path/to/images/ --output predictions.csv",
+            "```",
+        ]
+    )
