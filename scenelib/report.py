@@ -338,8 +338,9 @@ VARIANT_FORMATS = {
     "x vs own fp32": "{:.2f}x",
     "x vs eager fp32": "{:.2f}x",
     "size_mb": "{:.1f}",
-    "val. accuracy": "{:.2%}",
-    "agreement with fp32": "{:.1%}",
+    "val. accuracy (all views)": "{:.2%}",
+    "view agreement with fp32": "{:.1%}",
+    "val. answers changed (plain view)": "{:.0f}",
     "seconds": "{:.0f}",
 }
 
@@ -406,9 +407,10 @@ def attempts_frame(record: dict) -> pd.DataFrame:
                         "recipe": a["recipe"],
                         "status": a["status"],
                         "val. views": a.get("views"),
-                        "val. accuracy": a["val_accuracy"],
+                        "val. accuracy (all views)": a["val_accuracy"],
                         "change pt": a["change_pt"],
-                        "agreement with fp32": a["agreement"],
+                        "view agreement with fp32": a["agreement"],
+                        "val. answers changed (plain view)": a.get("changed"),
                         "seconds": a["seconds"],
                         "kept": a["recipe"] == guard.get("recipe"),
                     }
