@@ -25,6 +25,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 from PIL import Image, ImageOps
 
+from .models import MODELS
 from .rundir import FP32_SOURCE
 
 MAX_WIDTH = 10.0  # inches: the report's text width
@@ -88,9 +89,18 @@ def _numeric(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 
 def model_colors(models: Iterable[str]) -> dict[str, tuple]:
-    """One colour per model, assigned by sorted name so a model keeps its colour across figures."""
-    names = sorted(set(models))
-    return dict(zip(names, sns.color_palette("colorblind", max(len(names), 1)), strict=False))
+    """One colour per model, the same in every figure whatever other models it shows: a registered model
+    by its place in the registry, a soft vote in grey, any other name by a stable hash of it."""
+    palette = sns.color_palette("colorblind", 10) + sns.color_palette("dark", 10)  # 20: one per registered model
+    order = {name: i for i, name in enumerate(MODELS)}
+
+    def color(name: str) -> tuple:
+        if name.startswith("ensemble("):
+            return (0.45, 0.45, 0.45)
+        index = order.get(name, sum(name.encode()) + len(name))
+        return palette[index % len(palette)]
+
+    return {name: color(name) for name in sorted(set(models))}
 
 
 def _variants(values: Iterable[str]) -> list[str]:

@@ -198,3 +198,12 @@ def test_quantization_before_after(tmp_path: Path, benchmark: pd.DataFrame) -> N
     from_json.loc[3, "accuracy"] = None
     check(plots.quantization_before_after(from_json), 2, tmp_path, "from_json")
     check(plots.quantization_before_after(benchmark.iloc[:0]), 1, tmp_path, "empty")
+
+
+def test_a_model_keeps_its_colour_in_every_figure() -> None:
+    from scenelib.models import MODELS
+
+    alone = plots.model_colors(["mobilenet_v2", "simple_cnn"])
+    many = plots.model_colors([*MODELS, "ensemble(mobilenet_v2+simple_cnn)"])
+    assert alone["mobilenet_v2"] == many["mobilenet_v2"] and alone["simple_cnn"] == many["simple_cnn"]
+    assert len(set(many.values())) == len(many)  # every registered model and the vote differ
