@@ -206,7 +206,8 @@ bench = read_json(run.benchmark_json)["models"]
 if facts:
     best_name = facts["best"]
     m = bench[best_name]["metrics"]
-    view = "tta" if "tta" in m else "single"
+    # the view the answer recommends: TTA only where validation showed it better than the single view
+    view = "tta" if "tta" in m and read_json(run.train_json(best_name)).get("tta_helps_on_val") else "single"
     display(
         plots.confusion_matrix(
             m[view]["confusion_matrix"],
@@ -215,7 +216,9 @@ if facts:
         )
     )
     caption(
-        f"Confusion matrix of {rp.esc(best_name)} on the test split, row-normalised (% of each true class)."
+        f"Confusion matrix of {rp.esc(best_name)} on the test split, "
+        f"{'with test-time augmentation' if view == 'tta' else 'single view'} (the view the answer recommends), "
+        "row-normalised (% of each true class)."
     )
     if m[view]["most_confused"]:
         display(pd.DataFrame(m[view]["most_confused"]).style.format(escape="html").hide(axis="index"))
