@@ -446,6 +446,8 @@ def accuracy_vs_latency(
         ax.text(0.995, value, f"{name} ({value:.1%})", fontsize=7, **right)
     _set_log(ax, "x")
     _percent(ax.yaxis, [*data["accuracy"], *(references or {}).values()])
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, min(high, 1.005))  # an interval's margin never draws an axis past 100%
     ax.set(xlabel=LATENCY_LABEL + ", log scale", ylabel="test accuracy (%)")
     ax.set_title("Test accuracy vs latency (ringed: the deployment chosen on validation)")
     handles = [Line2D([], [], color=c, marker="o", ls="", label=m) for m, c in colors.items()]

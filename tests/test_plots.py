@@ -175,6 +175,7 @@ def test_accuracy_vs_latency(tmp_path: Path, benchmark: pd.DataFrame) -> None:
     assert "seed 000 ResNet-50 (92.1%)" in texts and {"resnet50", "mobilenet_v2"} <= set(texts)
     # no front ranked by the test accuracy on the y axis; one ring, on the validation choice
     assert not [line for line in ax.get_lines() if line.get_drawstyle() == "steps-post"]
+    assert ax.get_ylim()[1] <= 1.005  # no axis past 100%
     rings = [c for c in ax.collections if len(c.get_offsets()) and c.get_facecolors().size == 0]
     assert len(rings) == 1
     pick = benchmark[(benchmark["model"] == chosen[0]) & (benchmark["variant"] == chosen[1])]
