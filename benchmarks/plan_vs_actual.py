@@ -45,9 +45,38 @@ def write_generated_weights(torch_home: Path, names: list[str], seed: int = 0) -
             torch.save(torchvision.models.get_model(tv_name, weights=None, **kwargs).state_dict(), path)
 
 
+def replan(info: dict) -> dict[str, float]:
+    """The planned stage seconds of a finished run's plan recomputed by the current ``scenelib.plan`` (its
+    constants may have changed since the run), from the inputs run.json recorded."""
+    from scenelib.plan import estimate_model, stage_plan
+
+    plan, params = info["plan"], info["parameters"]
+    plans = []
+    for name, m in plan["models"].items():
+        p = estimate_model(
+            name,
+            m["strategy"],
+            m["input_size"],
+            m["epochs"],
+            plan["counts"],
+            plan.get("n_classes", 21),
+            plan.get("views", 8),
+            params["tta"],
+            plan["reference_ms"],
+            params["quick"],
+            params["calibration_images"],
+            params["device"] != "cpu",
+            params["seed"],
+        )
+        p.status = m["status"]
+        plans.append(p)
+    return stage_plan(plans)
+
+
 def rows_of(run: Path, label: str) -> list[dict]:
-    info = read_json(run / "run.json")
+    info = read_json(run if run.suffix == ".json" else run / "run.json")
     plan = info.get("plan") or {}
+    current = replan(info) if plan else {}
     machine = info["machine"]
     features = cpu_features()
     rows = []
@@ -60,6 +89,7 @@ def rows_of(run: Path, label: str) -> list[dict]:
                 "planned_s": planned,
                 "actual_s": seconds,
                 "actual_over_planned": round(seconds / planned, 3) if planned else None,
+                "planned_now_s": current.get(stage),
                 "peak_rss_mb": info.get("stage_peak_rss_mb", {}).get(stage),
                 "planned_peak_mb": plan.get("peak_memory_mb"),
                 "cache_mb": sum(m["cache_mb"] for m in plan.get("models", {}).values()),

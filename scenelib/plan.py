@@ -47,9 +47,13 @@ FAMILY = {
 DEFAULT_RATIOS = {"prefix": 0.06, "train": 1.0, "eager": 0.5}
 STAGE_START_S = 12.0  # a notebook kernel's start, imports and the stage's own file reads
 TRAIN_FIXED_S = 6.0  # per training: weights, ONNX export of the prefix, checkpoint and predictions files
-BENCH_CALLS = {True: 60, False: 220}  # batch-1-equivalent calls timed per model (quick, full)
-QUANT_CALLS = {True: 200, False: 600}  # the same for the four variants' timings and the quick checks
-QUANT_FIXED_S_PER_MPARAM = 0.8  # FX conversion, ONNX export and quantization scale with the weights
+BENCH_CALLS = {True: 30, False: 100}  # eager batch-1 calls timed per model (quick, full)
+BENCH_BATCHED = 0.3  # an eager test image in batches, in batch-1 calls
+QUANT_CALLS = {True: 20, False: 60}  # the same for the four variants' timings and the quick checks
+QUANT_EVAL = 0.02  # a validation or test view through ONNX Runtime fp32 or INT8, in eager batch-1 calls
+QUANT_MODEL_S = 45.0  # per model: FX preparation and conversion, ONNX export, quantization, recipe guards
+QUANT_MB_PER_MPARAM = 150.0  # the INT8 stage's memory beyond its kernel's, per million weights
+DRIVER_MB = 1000.0  # run_all.py's own process, counted in every stage's peak
 GPU_SPEEDUP = 10.0  # cache and training on a GPU against this CPU: a rough factor, said to be rough
 PROCESS_BASE_MB = 900.0  # a training kernel with PyTorch and ONNX Runtime loaded, before any data
 
@@ -196,11 +200,11 @@ def estimate_model(
     train_s = (steps_images + infer_images / 3) * suffix * ratios["train"] * per_gmac
     train_s = STAGE_START_S + TRAIN_FIXED_S + cache_s + train_s * device_factor
     eager_s = whole * per_gmac * ratios["eager"]
-    bench_s = (n_test + BENCH_CALLS[quick]) * eager_s
+    bench_s = (BENCH_BATCHED * n_test + BENCH_CALLS[quick]) * eager_s
     calibration = min(calibration_images, 32) if quick else calibration_images
     # INT8: calibration, then the ONNX and PyTorch variants on validation (guard) and test, in the TTA views
-    quant_s = (calibration + 2 * (n_val + n_test) * test_views + QUANT_CALLS[quick]) * eager_s
-    quant_s += QUANT_FIXED_S_PER_MPARAM * params / 1e6
+    evals = QUANT_EVAL * 2 * (n_val + n_test) * test_views
+    quant_s = QUANT_MODEL_S + (calibration + evals + QUANT_CALLS[quick]) * eager_s
     return ModelPlan(
         name,
         strategy,
@@ -223,13 +227,15 @@ def image_mb(counts: dict[str, int], size: int) -> float:
 
 
 def peak_mb(plans: list[ModelPlan], counts: dict[str, int], ram_budget_mb: float | None = None) -> float:
-    """The largest training process: its decoded images, weights with optimiser state and the feature cache
-    (the part held in RAM when the cache spills to disk above ``ram_budget_mb``)."""
+    """The run's largest moment, driver included: a training (decoded images, weights, optimiser state and
+    ONNX session, the feature cache's part in RAM when it spills to disk above ``ram_budget_mb``) or the
+    INT8 stage (which grows with the model's weights)."""
     peaks = [0.0]
     for p in plans:
         cache = p.cache_mb if ram_budget_mb is None else min(p.cache_mb, ram_budget_mb)
-        peaks.append(PROCESS_BASE_MB + image_mb(counts, p.input_size) + p.params_m * 16 + cache)
-    return round(max(peaks), 0)
+        peaks.append(PROCESS_BASE_MB + image_mb(counts, p.input_size) + p.params_m * 40 + cache)
+        peaks.append(PROCESS_BASE_MB + QUANT_MB_PER_MPARAM * p.params_m)
+    return round(DRIVER_MB + max(peaks), 0)
 
 
 def fixed_seconds() -> float:
@@ -386,6 +392,7 @@ def plan_training(cfg, run, runner, calls: list, augmentation: str) -> dict:
     record = as_record(plans, budget_min, ref_ms, counts, peak)
     record["stages"] = stage_plan(plans)
     record["cache_ram_budget_mb"] = round(ram_mb, 0)
+    record.update(n_classes=len(class_names(rows)), views=n_views, tta=cfg.tta, quick=cfg.quick)
     info["plan"] = record
     write_json(run.run_json, info)
     runner.log(format_plan(plans, record, gpu))
