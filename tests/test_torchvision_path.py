@@ -35,6 +35,8 @@ def write_generated_weights(torch_home: Path, names: tuple[str, ...], seed: int 
         if not path.exists():
             torch.manual_seed(seed)
             kwargs = {"aux_logits": True, "init_weights": False} if name == "inception_v3" else {}
+            if "resnet" in name:  # each residual branch starts at zero, as trained ResNets stay bounded:
+                kwargs["zero_init_residual"] = True  # random branches overflow ResNet-152's fp16 cache
             arch = torchvision.models.get_model(MODELS[name].torchvision_name, weights=None, **kwargs)
             torch.save(arch.state_dict(), path)
         files[name] = path
