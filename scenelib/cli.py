@@ -15,6 +15,7 @@ from pathlib import Path
 from .datasets import check_dataset_name, resolve_data_dir
 from .devices import DEVICE_CHOICES, DeviceError, resolve_device
 from .models import MODEL_PRESETS, QUICK_MODELS, STRATEGIES, check_model_name
+from .plan import DEFAULT_BUDGET_MIN
 from .splits import SPLIT_PRESETS
 from .training import DEFAULT_EPOCHS
 from .transforms import AUGMENTATIONS
@@ -118,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="MINUTES",
         help="how long the run may take: the plan printed before training keeps the models that fit, most "
-        "informative first, and skips the others with the command that includes them (default: 30 on a "
-        "CPU, 120 on a GPU; models named in --models are skipped only when this is given)",
+        "informative first (the first is always kept), and skips the others with the command that includes "
+        f"them (default: {DEFAULT_BUDGET_MIN['cpu']:g} on a CPU, {DEFAULT_BUDGET_MIN['gpu']:g} on a GPU; models "
+        "named in --models are skipped only when this is given)",
     )
     return p
 

@@ -69,7 +69,7 @@ INFORMATIVE = (
     "efficientnet_lite2",
     "efficientnet_b0",
 )
-DEFAULT_BUDGET_MIN = {"cpu": 30.0, "gpu": 120.0}
+DEFAULT_BUDGET_MIN = {"cpu": 60.0, "gpu": 120.0}
 
 
 def ratios_for(name: str) -> dict[str, float]:
@@ -245,12 +245,14 @@ def fixed_seconds() -> float:
 
 def choose(plans: list[ModelPlan], budget_s: float, order: list[str]) -> list[ModelPlan]:
     """Mark models over the budget ``skipped``: in ``order`` (most informative first), each is kept if the
-    total with it still fits, else skipped (a cheaper one after it may still fit). Returns the plans."""
+    total with it still fits, else skipped (a cheaper one after it may still fit). The first model is always
+    kept, whatever its estimate: a run's answer needs the model the user would deploy, and an estimate made
+    on a busy moment can be several times too long. Returns the plans."""
     by_name = {p.model: p for p in plans}
     total = fixed_seconds()
-    for name in order:
+    for i, name in enumerate(order):
         plan = by_name[name]
-        if total + plan.total_seconds <= budget_s:
+        if i == 0 or total + plan.total_seconds <= budget_s:
             total += plan.total_seconds
         else:
             plan.status = (

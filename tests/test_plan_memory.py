@@ -44,6 +44,14 @@ def test_budget_keeps_the_most_informative_models_that_fit():
     assert [p.model for p in plans if p.status == "planned"] == ["mobilenet_v2", "simple_cnn"]
     assert plans[0].status.startswith("skipped: over the time budget")
     assert plan.priority(["densenet121", "mobilenet_v2"], explicit=True) == ["densenet121", "mobilenet_v2"]
+    # a budget too small for any model still keeps the first: the run needs the model it would deploy
+    plans = [_plan(m) for m in ("resnet50", "mobilenet_v2")] + [_plan("simple_cnn", "scratch", 64)]
+    plan.choose(
+        plans,
+        plan.fixed_seconds() + plans[2].total_seconds + 1,
+        order=["mobilenet_v2", "resnet50", "simple_cnn"],
+    )
+    assert [p.model for p in plans if p.status == "planned"] == ["mobilenet_v2"]
 
 
 def test_include_command_keeps_the_options_and_raises_the_budget():
