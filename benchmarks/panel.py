@@ -184,6 +184,34 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["_c", "_r"]).drop(columns=["_c", "_r"])
 
 
+def kept_epoch_rules(epochs: pd.DataFrame, recipe: str = "steps-last") -> pd.DataFrame:
+    """Single-view test accuracy (%, mean ± std over seeds) of the weights each kept-epoch rule would keep,
+    read off the same training runs: the last epoch, the best validation accuracy (ties: lower loss), the
+    lowest validation loss."""
+    rules = {
+        "last": lambda g: g.iloc[-1],
+        "best val accuracy": lambda g: g.sort_values(
+            ["val_accuracy", "val_loss"], ascending=[False, True]
+        ).iloc[0],
+        "lowest val loss": lambda g: g.sort_values("val_loss").iloc[0],
+    }
+    rows = []
+    runs = epochs[epochs["recipe"] == recipe].groupby(["cell", "seed"], sort=False)
+    for cell, cell_runs in pd.DataFrame(
+        [
+            {"cell": c, **{r: 100 * f(g.sort_values("epoch"))["test_accuracy"] for r, f in rules.items()}}
+            for (c, _), g in runs
+        ]
+    ).groupby("cell", sort=False):
+        rows.append(
+            {
+                "cell": cell,
+                **{r: f"{cell_runs[r].mean():.1f} ± {cell_runs[r].std(ddof=1):.1f}" for r in rules},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def markdown(frame: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
@@ -250,6 +278,7 @@ def main() -> None:
         print(f"{cell}: wrote {args.output}/panel-{stem}.csv", flush=True)
     table = pd.read_csv(args.output / f"panel-{stem}.csv")
     print(markdown(summarize(table)))
+    print(markdown(kept_epoch_rules(pd.read_csv(args.output / f"panel-epochs-{stem}.csv"))))
     plot(
         table,
         f"{args.model}, mean ± std over seeds; {machine['cpu']}: {machine['summary']}",
