@@ -227,8 +227,8 @@ def int8_verdict(variants: dict, tolerance_pt: float = TOLERANCE_PT) -> dict:
     """One model's INT8 verdict: the best tier any INT8 variant reaches, against the fastest fp32 runtime.
 
     ``certified``: the 95% bound on validation answers changed is within the tolerance (what
-    ``deployment_advice`` deploys); ``held``: validation kept the accuracy (point estimates within the
-    tolerance) but has too few images to certify it; ``not faster``: not MIN_INT8_SPEEDUP times faster;
+    ``deployment_advice`` deploys); ``held``: validation accuracy (over every view) stayed within the
+    tolerance, but the split has too few images to bound the answers it changes; ``not faster``: not MIN_INT8_SPEEDUP times faster;
     ``undecided``: the timing was too noisy to tell; ``rejected``: it lost validation accuracy; ``failed``
     or ``not built``. Returns the tier, the variant, its speed-up and a plain-language ``text``."""
     base = deployment_advice(variants)
@@ -242,7 +242,8 @@ def int8_verdict(variants: dict, tolerance_pt: float = TOLERANCE_PT) -> dict:
         lat = (e.get("latency") or {}).get("median_ms")
         speedup = base["baseline_latency_ms"] / lat if lat else None
         changed, n = e.get("val_changed"), e.get("val_images")
-        if e["status"].startswith("rejected"):
+        # accuracy first (a variant that loses answers is rejected however fast), then speed
+        if e["status"].startswith("rejected") or (e.get("val_change_pt") or 0.0) < -tolerance_pt - 1e-9:
             tier = "rejected"
         elif e["status"].startswith(NOT_RECOMMENDED):  # the quick check found it slower than fp32
             tier = "not faster"
@@ -254,10 +255,8 @@ def int8_verdict(variants: dict, tolerance_pt: float = TOLERANCE_PT) -> dict:
             tier = "not faster"
         elif change_bound(changed, n) <= tolerance_pt + 1e-9:
             tier = "certified"
-        elif 100.0 * changed / n <= tolerance_pt and (e.get("val_change_pt") or 0.0) >= -tolerance_pt:
+        else:  # validation accuracy kept within the tolerance, too few images to bound the changed answers
             tier = "held"
-        else:
-            tier = "rejected"
         found.append({"tier": tier, "variant": v, "latency_ms": lat, "speedup": speedup, "entry": e})
     if not found:
         return {"tier": "not built", "text": "INT8: no INT8 variant was built."}
@@ -271,8 +270,9 @@ def int8_verdict(variants: dict, tolerance_pt: float = TOLERANCE_PT) -> dict:
         text = f"INT8 **certified**: {v} ({faster}; {counts}, at most {tolerance_pt:g}% at 95% confidence)."
     elif tier == "held":
         text = (
-            f"INT8 **held on validation, not certifiable with {n:,} images**: {v} runs at {faster} and "
-            f"{counts} ({e.get('val_change_pt') or 0.0:+.2f} pt); certifying a change of at most "
+            f"INT8 **held on validation, not certifiable with {n:,} images**: {v} runs at {faster}, kept "
+            f"validation accuracy ({e.get('val_change_pt') or 0.0:+.2f} pt over every view) and {counts}; "
+            "certifying a change of at most "
             f"{tolerance_pt:g}% would take {images_to_show(tolerance_pt, changed or 0):,} validation images. "
             "The fp32 model stays the recommendation; INT8 is the faster option to try."
         )
