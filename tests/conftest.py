@@ -12,7 +12,13 @@ import pytest
 from PIL import Image
 
 from scenelib.datasets import DATA_DIR_ENV
+from scenelib.handrun import TOLERANCE_ENV
 from scenelib.progress import EVERY_ENV as PROGRESS_EVERY_ENV
+
+# A stage run outside the pipeline refuses to time on a machine much slower than the run's reference; a
+# shared test machine's speed swings several-fold within minutes, so tests accept any speed, except those
+# of tests/test_by_hand.py that test the rule itself (they remove this).
+os.environ.setdefault(TOLERANCE_ENV, "1000")
 
 
 def write_image_tree(root: Path, classes: list[str], per_class: int, size: int = 48, seed: int = 0) -> Path:
