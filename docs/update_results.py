@@ -60,7 +60,9 @@ def main() -> None:
     args = p.parse_args()
     run = args.run.resolve()
     dataset = json.loads((run / "data_summary.json").read_text())["dataset"]
-    block = (run / "results.md").read_text().strip() + "\n\n" + machine_line(run)
+    # the run's own folder is where it happened to be written; a reader's is reports/<dataset>/latest
+    block = (run / "results.md").read_text().strip().replace(str(run), f"reports/{dataset}/latest")
+    block += "\n\n" + machine_line(run)
     (DOCS / f"results-{dataset}.md").write_text(block + "\n")
     text = README.read_text()
     pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), flags=re.S)
