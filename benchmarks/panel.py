@@ -233,7 +233,8 @@ def plot(table: pd.DataFrame, title: str, path: Path) -> None:
         xs = [j + (i - 1) * width for j in range(len(cells))]
         ax.bar(xs, 100 * mean, width, yerr=100 * std, capsize=2, label=recipe)
     ax.set_xticks(range(len(cells)), cells)
-    ax.set(ylabel="test accuracy, single view (%)", title=title)
+    ax.set(ylabel="test accuracy, single view (%)")
+    ax.set_title(title, fontsize=9)
     ax.set_ylim(max(0, 100 * table["test_accuracy"].min() - 5), 100)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="y", alpha=0.3)
@@ -281,7 +282,7 @@ def main() -> None:
     print(markdown(kept_epoch_rules(pd.read_csv(args.output / f"panel-epochs-{stem}.csv"))))
     plot(
         table,
-        f"{args.model}, mean ± std over seeds; {machine['cpu']}: {machine['summary']}",
+        f"{args.model}, mean ± std over seeds\n{machine['cpu']}: {machine['summary']}",
         args.output / f"panel-{stem}.png",
     )
 
