@@ -91,8 +91,12 @@ def _open_by_double_click(driver, name: str) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     item = f"//li[contains(@class,'jp-DirListing-item')][.//span[text()='{name}']]"
-    WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.XPATH, item))
-    ActionChains(driver).double_click(driver.find_element(By.XPATH, item)).perform()
+
+    def shown(d):  # in the DOM is not enough: the file browser lays its items out after adding them
+        found = [e for e in d.find_elements(By.XPATH, item) if e.is_displayed() and e.size["height"] > 0]
+        return found[0] if found else False
+
+    ActionChains(driver).double_click(WebDriverWait(driver, 60, poll_frequency=0.5).until(shown)).perform()
 
 
 def test_a_stage_run_by_hand_in_lab_flags_the_report_and_its_command_re_renders_it(
