@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -24,10 +25,15 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 def machine_line(run: Path) -> str:
     info = json.loads((run / "run.json").read_text())
     m = info.get("machine") or {}
+    words = shlex.split(info.get("command", "?"))
+    for flag, placeholder in (("--data-dir", "DATA_DIR"), ("--output", "OUTPUT")):  # this machine's paths
+        if flag in words[:-1]:
+            words[words.index(flag) + 1] = placeholder
     return (
         f"Measured on {m.get('cpu', '?')} ({m.get('summary', 'features not recorded')}), "
-        f"{info.get('threads')} threads, eager MobileNetV2 at batch 1: {m.get('mobilenet_v2_eager_ms', '?')} ms; "
-        f"command `{info.get('command', '?')}`, {info.get('start', '?')}."
+        f"{info.get('threads')} threads, eager MobileNetV2 at batch 1: {m.get('mobilenet_v2_eager_ms', '?')} ms "
+        f"at the start and {m.get('mobilenet_v2_eager_ms_end', '?')} ms at the end; "
+        f"command `{shlex.join(words)}`, {info.get('start', '?')}."
     )
 
 
