@@ -17,7 +17,7 @@ from .devices import DEVICE_CHOICES, DeviceError, resolve_device
 from .models import MODEL_PRESETS, QUICK_MODELS, STRATEGIES, check_model_name
 from .plan import DEFAULT_BUDGET_MIN
 from .splits import SPLIT_PRESETS
-from .training import DEFAULT_EPOCHS
+from .training import DEFAULT_EPOCHS, MAX_EPOCHS, MIN_STEPS
 from .transforms import AUGMENTATIONS
 from .weights import WEIGHT_MODES
 
@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--epochs",
         type=int,
-        help=f"training epochs (default: {DEFAULT_EPOCHS['partial']} for partial fine-tuning on cached "
-        f"features, {DEFAULT_EPOCHS['full']} for full and scratch training; {QUICK_EPOCHS} with --quick)",
+        help=f"training epochs (default: enough for {MIN_STEPS} optimiser steps, at least "
+        f"{DEFAULT_EPOCHS['partial']} for partial fine-tuning on cached features and {DEFAULT_EPOCHS['full']} "
+        f"for full and scratch training, at most {MAX_EPOCHS}; {QUICK_EPOCHS} with --quick)",
     )
     p.add_argument("--output", help="run directory (default reports/<dataset>/<timestamp>)")
     p.add_argument("--seed", type=int, default=0)
