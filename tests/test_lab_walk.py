@@ -46,6 +46,8 @@ def lab(tmp_path):
     """`make lab` on 127.0.0.1, with a relative SCENELIB_RUN_DIR (read from where make was started)."""
     port = _free_port()
     args = f"--no-browser --ip=127.0.0.1 --port={port} --IdentityProvider.token={TOKEN}"
+    # a workspace of its own: Lab restores the last one (open tabs, the file browser's folder) otherwise
+    args += f" --LabApp.workspaces_dir={tmp_path / 'workspaces'}"
     env = {k: v for k, v in os.environ.items() if k not in ("JUPYTERLAB_SETTINGS_DIR", journal.PIPELINE_ENV)}
     env["HOME"] = str(tmp_path / "home")
     env[TOLERANCE_ENV] = "1000"  # a shared test machine's speed varies; the rule has its own tests
