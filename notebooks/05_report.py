@@ -32,7 +32,8 @@ run = open_run(run_dir)
 info = read_json(run.run_json)
 data = read_json(run.data_summary_json)
 facts = claims(run)
-rp.write_results_md(run, vd.markdown(run))
+answer = vd.verdict(run, facts)
+rp.write_results_md(run, vd.markdown(answer))
 figure_no = 0
 
 
@@ -43,9 +44,8 @@ def caption(text: str) -> None:
 
 
 # %%
-answer = vd.verdict(run)
 chosen = (answer.model, answer.variant) if answer else None
-display(Markdown(vd.markdown(run)))
+display(Markdown(vd.markdown(answer)))
 
 # %% [markdown]
 # ## Summary

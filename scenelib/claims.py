@@ -163,6 +163,9 @@ def not_shown(entry: dict) -> str:
     )
 
 
+INT8_VARIANTS = ("onnx-int8", "int8-torch")
+
+
 def deployment_advice(variants: dict) -> dict:
     """The recommended deployment of one model, from quantization.json's variants (validation + latency).
 
@@ -180,7 +183,7 @@ def deployment_advice(variants: dict) -> dict:
         return {}
     base = min(fp32, key=latency)
     int8, why_not = [], []
-    for v in ("onnx-int8", "int8-torch"):
+    for v in INT8_VARIANTS:
         e = variants.get(v, {})
         if not e.get("status"):
             continue
@@ -218,7 +221,6 @@ def deployment_advice(variants: dict) -> dict:
     }
 
 
-INT8_VARIANTS = ("onnx-int8", "int8-torch")
 # The INT8 verdict's tiers, best first: what a user can act on.
 INT8_TIERS = ("certified", "held", "undecided", "not faster", "rejected", "failed", "not built")
 
@@ -228,8 +230,8 @@ def int8_verdict(variants: dict, tolerance_pt: float = TOLERANCE_PT) -> dict:
 
     ``certified``: the 95% bound on validation answers changed is within the tolerance (what
     ``deployment_advice`` deploys); ``held``: validation accuracy (over every view) stayed within the
-    tolerance, but the split has too few images to bound the answers it changes; ``not faster``: not MIN_INT8_SPEEDUP times faster;
-    ``undecided``: the timing was too noisy to tell; ``rejected``: it lost validation accuracy; ``failed``
+    tolerance, but the split has too few images to bound the answers it changes; ``not faster``: not
+    MIN_INT8_SPEEDUP times faster; ``undecided``: the timing was too noisy to tell; ``rejected``: it lost validation accuracy; ``failed``
     or ``not built``. Returns the tier, the variant, its speed-up and a plain-language ``text``."""
     base = deployment_advice(variants)
     if not base:

@@ -40,7 +40,7 @@ from .rundir import (
 from .runner import Runner, StageCall, StageOutcome, fingerprint, record_end_reference, write_run_json
 from .splits import check_split_feasible, read_manifest
 from .stage_outputs import repair_command, report_blockers
-from .verdict import plain_text as answer_text
+from .verdict import plain_text, verdict
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STAGES = ("01_explore_data", "02_train_model", "03_benchmark", "04_quantize", "05_report")
@@ -136,7 +136,7 @@ def print_answer(run: RunDir) -> None:
     """The report's answer block in the terminal, once the run has finished."""
     if run.report_html.exists():
         try:
-            print("\n" + answer_text(run) + f"\nDetails: {run.report_html}", flush=True)
+            print("\n" + plain_text(verdict(run)) + f"\nDetails: {run.report_html}", flush=True)
         except (OSError, ValueError, KeyError) as exc:  # a run with nothing to recommend still finished
             print(f"(no answer to print: {type(exc).__name__}: {exc})", flush=True)
 

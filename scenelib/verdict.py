@@ -67,9 +67,9 @@ def deployed_file(run: RunDir, model: str, variant: str) -> str:
     return str(path.relative_to(run.root))
 
 
-def verdict(run: RunDir) -> Verdict | None:
-    """The answer, or None before any model was trained."""
-    c = claims(run)
+def verdict(run: RunDir, facts: dict | None = None) -> Verdict | None:
+    """The answer, or None before any model was trained; ``facts``: the run's ``claims`` if already made."""
+    c = claims(run) if facts is None else facts
     if not c:
         return None
     model = c["best"]
@@ -168,8 +168,8 @@ def lines(v: Verdict) -> list[str]:
     return out
 
 
-def markdown(run: RunDir) -> str:
-    v = verdict(run)
+def markdown(v: Verdict | None) -> str:
+    """The block as Markdown (``verdict``'s answer, or the line saying there is none)."""
     if v is None:
         return "**No model was trained**: see the stages below for the reasons."
     return "\n".join(
@@ -177,9 +177,8 @@ def markdown(run: RunDir) -> str:
     )
 
 
-def plain_text(run: RunDir) -> str:
+def plain_text(v: Verdict | None) -> str:
     """The block for a terminal: Markdown emphasis and escapes removed."""
-    v = verdict(run)
     if v is None:
         return "No model was trained."
     return "\n".join(html.unescape(line.replace("**", "").replace("`", "")) for line in lines(v))

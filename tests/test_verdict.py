@@ -82,6 +82,6 @@ def test_the_report_opens_with_the_answer_and_emphasises_only_the_validation_cho
     assert _emphasised_rows(html) == [(answer.model, answer.variant)]
     assert "Pareto" not in html  # no front ranked by test accuracy
     assert run.results_md.read_text().startswith("### The answer")
-    block = vd.plain_text(run)
+    block = vd.plain_text(answer)
     assert "**" not in block and "INT8" in block and "ms per image" in block
     assert block in (run.root.parent / "stdout.txt").read_text()  # printed when the run finished
