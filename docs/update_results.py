@@ -1,6 +1,6 @@
 """Refresh the committed results from a finished run: its ``results.md`` (the answer block and the main table)
-is copied to ``docs/results-<dataset>.md`` and into the README between the results markers, with the machine
-line from the run's ``run.json``; with Chromium installed, the report's first screen (1600x1000) is saved as
+is copied to ``docs/results-<dataset>.md``, and its answer block into the README between the results markers,
+each with the machine line from the run's ``run.json``; with Chromium installed, the report's first screen (1600x1000) is saved as
 ``docs/first-screen.png``.
 
     python docs/update_results.py reports/ucmerced/latest
@@ -70,9 +70,12 @@ def main() -> None:
     block = (run / "results.md").read_text().strip().replace(str(run), f"reports/{dataset}/latest")
     block += "\n\n" + machine_line(run)
     (DOCS / f"results-{dataset}.md").write_text(block + "\n")
+    # the README keeps the answer and the machine; the table of every model and variant stays in docs/
+    answer = block.split("\n| model |")[0].strip()
+    short = f"{answer}\n\n{machine_line(run)} Every model and variant: `docs/results-{dataset}.md`."
     text = README.read_text()
     pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), flags=re.S)
-    README.write_text(pattern.sub(lambda _: f"{START}\n{block}\n{END}", text))
+    README.write_text(pattern.sub(lambda _: f"{START}\n{short}\n{END}", text))
     shot = screenshot(run / "report.html", DOCS / "first-screen.png")
     print(f"wrote docs/results-{dataset}.md and README.md" + (", docs/first-screen.png" if shot else ""))
 
